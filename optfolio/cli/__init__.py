@@ -1,0 +1,50 @@
+"""The ``optfolio`` command line.
+
+Each command group lives in its own module and is registered here. Commands that run flows
+import Prefect lazily, inside the command, so ``import optfolio`` stays Prefect-free.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from optfolio.errors import OptfolioError
+
+app = typer.Typer(
+    name="optfolio",
+    help="Robust portfolios of LLM-generated optimization models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # Each command module adds its commands to ``app``; one import line per module.
+    pass
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: known errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except OptfolioError as error:
+        print(f"optfolio: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("optfolio: aborted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

@@ -1,0 +1,191 @@
+"""The run store: Parquet tables under one root, written atomically, read across runs.
+
+Layout (Hive partitioning, so DuckDB and pyarrow read ``run_id`` from the path)::
+
+    <root>/<table>/run_id=<run_id>/<part>.parquet
+
+A *part* is the unit of work of one task (one problem's candidates, one batch of scores):
+its name is deterministic, so a re-run finds it and skips the work instead of duplicating it.
+Writes go to a hidden temporary file in the same directory, are fsynced, then renamed over
+the final name: a killed writer leaves either the whole part or none (``*.parquet`` globs never
+see the temporary name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from optfolio.errors import InputError
+from optfolio.schemas import RUN_ID, STAGE_TABLES
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TEMP_MARKER = ".tmp-"
+
+
+class StoreError(InputError):
+    """A store operation was given something it cannot accept; the message names it."""
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """A sortable, unique run id such as ``run-20261125T195600Z-3f9a``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Refuse names that would escape the store or break Hive partitioning."""
+    if not _SAFE_NAME.match(name):
+        raise StoreError(
+            f"{kind} {name!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def part_name(key: str) -> str:
+    """A safe, stable part name for an arbitrary key (a problem id may hold any character)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._-")[:60] or "part"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+class RunStore:
+    """Parquet tables of many runs under one root directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    # ---- paths ---------------------------------------------------------------------------
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / check_name("table", table)
+
+    def run_dir(self, table: str, run_id: str) -> Path:
+        return self.table_dir(table) / f"{RUN_ID}={check_name('run id', run_id)}"
+
+    def part_path(self, table: str, run_id: str, part: str) -> Path:
+        return self.run_dir(table, run_id) / f"{check_name('part', part)}.parquet"
+
+    def glob(self, table: str) -> str:
+        """The glob DuckDB reads a table from, across all runs."""
+        return str(self.table_dir(table) / f"{RUN_ID}=*" / "*.parquet")
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def has_part(self, table: str, run_id: str, part: str) -> bool:
+        return self.part_path(table, run_id, part).is_file()
+
+    def write_part(self, table: str, run_id: str, part: str, data: pa.Table) -> Path:
+        """Write one part atomically, conforming ``data`` to the table's schema first."""
+        return write_parquet_atomically(conform(table, data), self.part_path(table, run_id, part))
+
+    def write_file(self, relative: str, data: pa.Table) -> Path:
+        """Write a table outside the run layout (e.g. ``simulation/part-0.parquet``), atomically."""
+        final = (self.root / relative).resolve()
+        if self.root not in final.parents:
+            raise StoreError(f"path {relative!r} leaves the store root {self.root}")
+        return write_parquet_atomically(data, final)
+
+    def remove_temporaries(self) -> int:
+        """Delete temporary files a killed writer left behind; returns how many."""
+        removed = 0
+        if self.root.is_dir():
+            for path in self.root.rglob(f".*{_TEMP_MARKER}*"):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def runs(self, table: str = "problems") -> list[str]:
+        """Run ids that have at least one part of ``table``, oldest name first."""
+        directory = self.table_dir(table)
+        if not directory.is_dir():
+            return []
+        prefix = f"{RUN_ID}="
+        return sorted(
+            entry.name[len(prefix) :]
+            for entry in directory.iterdir()
+            if entry.is_dir() and entry.name.startswith(prefix) and any(entry.glob("*.parquet"))
+        )
+
+    def parts(self, table: str, run_id: str) -> list[str]:
+        directory = self.run_dir(table, run_id)
+        return sorted(p.stem for p in directory.glob("*.parquet")) if directory.is_dir() else []
+
+    def read(self, table: str, run_ids: Iterable[str] | None = None) -> pa.Table:
+        """One table across runs (all runs by default), with ``run_id`` as a column."""
+        schema = STAGE_TABLES[table].append(pa.field(RUN_ID, pa.string()))
+        wanted = None if run_ids is None else list(run_ids)
+        files = [
+            str(path)
+            for run in (wanted if wanted is not None else self.runs(table))
+            for path in sorted(self.run_dir(table, run).glob("*.parquet"))
+        ]
+        if not files:
+            return schema.empty_table()
+        dataset = ds.dataset(files, schema=schema, format="parquet", partitioning="hive")
+        return dataset.to_table()
+
+
+def conform(table: str, data: pa.Table) -> pa.Table:
+    """Order and cast ``data`` to the table's schema; name the column that does not fit."""
+    if table not in STAGE_TABLES:
+        raise StoreError(f"unknown table {table!r}; known: {', '.join(sorted(STAGE_TABLES))}")
+    schema = STAGE_TABLES[table]
+    if RUN_ID in data.column_names:
+        raise StoreError(f"table {table!r}: column 'run_id' comes from the path, not the data")
+    missing = [f.name for f in schema if f.name not in data.column_names]
+    if missing:
+        raise StoreError(f"table {table!r}: missing column(s) {', '.join(missing)}")
+    extra = [name for name in data.column_names if name not in schema.names]
+    if extra:
+        raise StoreError(f"table {table!r}: unexpected column(s) {', '.join(extra)}")
+    columns = []
+    for field in schema:
+        column = data.column(field.name)
+        try:
+            column = column.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise StoreError(
+                f"table {table!r}, column {field.name!r}: cannot be read as {field.type}: {error}"
+            ) from error
+        if not field.nullable and column.null_count:
+            raise StoreError(f"table {table!r}, column {field.name!r}: null values not allowed")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_parquet_atomically(data: pa.Table, final: Path) -> Path:
+    """Write ``data`` to ``final`` so that readers see the whole file or nothing."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f".{final.name}{_TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        pq.write_table(data, temp, compression="zstd")
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(final.parent)
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
