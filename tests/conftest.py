@@ -1,0 +1,14 @@
+"""Shared test set-up. Fixture modules per subsystem live in tests/plugins/."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Prefect: no telemetry from tests.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# One line per fixture module; each subsystem adds its own.
+pytest_plugins: list[str] = []
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
