@@ -22,8 +22,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # Each command module adds its commands to ``app``; one import line per module.
-    pass
+    # Each command module adds its commands to ``app``; one line per module.
+    from optfolio.cli import simulate, sql
+
+    simulate.register(app)
+    sql.register(app)
 
 
 _register()

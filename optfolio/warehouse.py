@@ -1,0 +1,139 @@
+"""DuckDB over the run store: staging views over the Parquet tables, then the ``sql/`` queries.
+
+Each file in ``sql/`` is one query; it becomes a view named after the file, in the order of
+``ASSEMBLY_VIEWS`` (each reads only views defined before it). Parameters (α grid, tie-break
+seed, probability method, mass tolerance) are registered as small tables, ``alpha_grid`` and
+``run_settings``, which the queries read: nothing is formatted into SQL strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from optfolio.errors import InputError
+from optfolio.portfolio import MASS_TOLERANCE, PROBABILITY_METHODS, ProbabilityMethod, check_alpha
+from optfolio.schemas import RUN_ID, STAGE_TABLES
+from optfolio.settings import SQL_DIR
+from optfolio.store import RunStore
+
+# Stage tables appear under their own names, except candidates: the user-facing
+# ``candidates`` view adds the probability p on top of ``stored_candidates``.
+STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {"candidates": "stored_candidates"}
+
+# sql/ files in dependency order; each becomes a view of the same name.
+ASSEMBLY_VIEWS: tuple[str, ...] = (
+    "candidates",
+    "rankings",
+    "portfolios",
+    "portfolio_coverage",
+    "simulation_results",
+)
+
+
+def default_alpha_grid(
+    step: float = 0.02, include_zero: bool = True, include_one: bool = True
+) -> list[float]:
+    """α from 0 to 1 in steps of ``step``, each the double nearest to i·step (no drift)."""
+    count = round(1 / step)
+    if abs(count * step - 1) > 1e-9:
+        raise InputError(f"alpha step {step} does not divide 1")
+    first = 0 if include_zero else 1
+    last = count if include_one else count - 1
+    return [i / count for i in range(first, last + 1)]
+
+
+@dataclass(frozen=True)
+class AssemblySettings:
+    alphas: Sequence[float] = field(default_factory=default_alpha_grid)
+    tie_seed: int = 0
+    p_method: ProbabilityMethod = "length_normalized"
+    mass_tolerance: float = MASS_TOLERANCE
+
+    def __post_init__(self) -> None:
+        for alpha in self.alphas:
+            check_alpha(alpha)
+        if not self.alphas:
+            raise InputError("the alpha grid is empty")
+        if self.p_method not in PROBABILITY_METHODS:
+            raise InputError(f"p_method {self.p_method!r}: use one of {PROBABILITY_METHODS}")
+
+
+def read_sql(name: str) -> str:
+    path = SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise InputError(f"no SQL file {path}")
+    return path.read_text()
+
+
+def connect(
+    store: RunStore,
+    run_ids: Iterable[str] | None = None,
+    settings: AssemblySettings | None = None,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with every stage table and assembled view over ``store``."""
+    con = connection or duckdb.connect()
+    settings = settings or AssemblySettings()
+    wanted = None if run_ids is None else sorted(set(run_ids))
+    for table, view in STAGING_VIEW_NAMES.items():
+        register_stage_table(con, store, table, view, wanted)
+    register_parameters(con, settings)
+    for name in ASSEMBLY_VIEWS:
+        con.execute(f"create or replace view {name} as {read_sql(name)}")
+    return con
+
+
+def register_stage_table(
+    con: duckdb.DuckDBPyConnection,
+    store: RunStore,
+    table: str,
+    view: str,
+    run_ids: Sequence[str] | None,
+) -> None:
+    runs = store.runs(table) if run_ids is None else [r for r in run_ids if store.parts(table, r)]
+    files = [
+        str(store.part_path(table, run, part)) for run in runs for part in store.parts(table, run)
+    ]
+    drop_relation(con, view)
+    if files:
+        relation = con.read_parquet(files, hive_partitioning=True, union_by_name=True)
+        relation.create_view(view, replace=True)
+    else:
+        empty = STAGE_TABLES[table].append(pa.field(RUN_ID, pa.string())).empty_table()
+        create_table_from_arrow(con, view, empty)
+
+
+def register_parameters(con: duckdb.DuckDBPyConnection, settings: AssemblySettings) -> None:
+    alpha_grid = pa.table({"alpha": pa.array(list(settings.alphas), pa.float64())})
+    run_settings = pa.table(
+        {
+            "tie_seed": pa.array([settings.tie_seed], pa.int64()),
+            "p_method": pa.array([settings.p_method], pa.string()),
+            "mass_tolerance": pa.array([settings.mass_tolerance], pa.float64()),
+        }
+    )
+    create_table_from_arrow(con, "alpha_grid", alpha_grid)
+    create_table_from_arrow(con, "run_settings", run_settings)
+
+
+def create_table_from_arrow(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
+    """Copy ``data`` into DuckDB (a view over a Python object would dangle once it is freed)."""
+    drop_relation(con, name)
+    con.register("_incoming_arrow", data)
+    try:
+        con.execute(f"create or replace table {name} as select * from _incoming_arrow")
+    finally:
+        con.unregister("_incoming_arrow")
+
+
+def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a view or table of that name, whichever it is (re-connecting replaces both)."""
+    found = con.execute(
+        "select table_type from information_schema.tables where table_name = ?", [name]
+    ).fetchone()
+    if found:
+        con.execute(f"drop {'view' if found[0] == 'VIEW' else 'table'} {name}")

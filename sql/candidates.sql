@@ -1,0 +1,54 @@
+-- Candidates with their generator probability p, normalized over each problem's candidate set
+-- (invalid candidates ⊥ included, so their mass is counted and never collected).
+-- p_method: length_normalized (exp of mean token log-prob, the paper's default), sequence
+-- (exp of summed log-prob) or frequency (share of samples); a problem with any candidate
+-- lacking log-probs falls back to frequency.
+
+with
+
+stored_candidate_rows as (
+    select * from stored_candidates
+),
+
+settings as (
+    select p_method from run_settings
+),
+
+log_prob_stats_per_problem as (
+    select
+        run_id,
+        problem_id,
+        bool_and(logprob_mean is not null and isfinite(logprob_mean)) as has_mean_logprobs,
+        bool_and(logprob_sum is not null and isfinite(logprob_sum)) as has_sum_logprobs,
+        max(logprob_mean) as max_logprob_mean,
+        max(logprob_sum) as max_logprob_sum
+    from stored_candidate_rows
+    group by run_id, problem_id
+),
+
+candidate_weights as (
+    select
+        stored_candidate_rows.*,
+        -- shift by the problem's max before exp: exp of a long text's log-prob underflows
+        case
+            when settings.p_method = 'sequence' and stats.has_sum_logprobs
+                then exp(stored_candidate_rows.logprob_sum - stats.max_logprob_sum)
+            when settings.p_method = 'length_normalized' and stats.has_mean_logprobs
+                then exp(stored_candidate_rows.logprob_mean - stats.max_logprob_mean)
+            else stored_candidate_rows.n_samples::double
+        end as weight
+    from stored_candidate_rows
+    inner join log_prob_stats_per_problem as stats
+        on stored_candidate_rows.run_id = stats.run_id
+        and stored_candidate_rows.problem_id = stats.problem_id
+    cross join settings
+),
+
+normalized_probabilities as (
+    select
+        *,
+        weight / sum(weight) over (partition by run_id, problem_id) as p
+    from candidate_weights
+)
+
+select * from normalized_probabilities

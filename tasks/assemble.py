@@ -1,0 +1,28 @@
+"""Stage: assemble rankings, portfolios and coverage with the DuckDB SQL of ``sql/``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from optfolio import warehouse
+from optfolio.schemas import SIMULATION
+from optfolio.store import RunStore
+
+SIMULATION_RESULT = "simulation/part-0.parquet"
+
+
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def assemble_simulation(store_root: str, run_id: str, alphas: Sequence[float]) -> str:
+    """Portfolios of every simulated problem on the α grid → ``<store>/simulation/``."""
+    store = RunStore(store_root)
+    settings = warehouse.AssemblySettings(alphas=tuple(alphas))
+    with warehouse.connect(store, [run_id], settings) as con:
+        result = con.sql("select * from simulation_results").to_arrow_table()
+    table = pa.Table.from_arrays(
+        [result.column(f.name).cast(f.type) for f in SIMULATION], schema=SIMULATION
+    )
+    return str(store.write_file(SIMULATION_RESULT, table))
