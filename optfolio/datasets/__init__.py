@@ -1,0 +1,123 @@
+"""Benchmark datasets in, the ``problems`` table (``optfolio.schemas.PROBLEMS``) out.
+
+Kinds (see the README's "Datasets" section for fields and the ground-truth rule of each):
+
+- ``nlp4lp``: NLP4LP folders, ``problems/<id>/description.txt`` + ``solution.json``;
+- ``nl4opt``: NL4Opt-E JSON (ReSocratic), ground truth in a ``results`` dict;
+- ``mamo``: MAMO JSON Lines, ground truth in ``Answer``;
+- ``optibench``: OptiBench JSON (ReSocratic), ground truth in a ``results`` dict;
+- ``jsonl``: generic JSON Lines, ``id``, ``description``, optional ``objective``, ``solution``.
+
+Problem ids are ``<kind>-<record id>`` (``nl4opt-17``) except for ``jsonl``, whose ``id`` is
+used as given. Every record is validated before anything is returned; a bad file raises one
+:class:`~optfolio.errors.InputError` naming the file, the records and the fields.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+
+from optfolio.datasets.ground_truth import objective_label
+from optfolio.datasets.readers import (
+    ProblemRecord,
+    read_generic_jsonl,
+    read_mamo,
+    read_nlp4lp,
+    read_results_array,
+)
+from optfolio.datasets.validation import MAX_DESCRIPTION_CHARS, RecordErrors
+from optfolio.errors import InputError
+from optfolio.schemas import PROBLEMS
+
+__all__ = [
+    "KINDS",
+    "MAX_DESCRIPTION_CHARS",
+    "load_problems",
+    "objective_label",
+    "sample_dataset_path",
+]
+
+Reader = Callable[[Path, str, RecordErrors], list[ProblemRecord]]
+
+KINDS: dict[str, Reader] = {
+    "nlp4lp": read_nlp4lp,
+    "nl4opt": read_results_array,
+    "mamo": read_mamo,
+    "optibench": read_results_array,
+    "jsonl": read_generic_jsonl,
+}
+
+SAMPLE_KIND = "jsonl"
+
+
+def sample_dataset_path() -> Path:
+    """The shipped sample (NL4Opt-E problems, kind ``jsonl``), inside the installed package."""
+    return Path(str(resources.files("optfolio") / "data" / "sample" / "problems.jsonl"))
+
+
+def load_problems(
+    kind: str,
+    path: str | os.PathLike[str],
+    limit: int | None = None,
+    ids: Iterable[str] | None = None,
+) -> pa.Table:
+    """Validate the whole dataset, then return the selected problems in file order.
+
+    ``ids`` selects by problem id (``nl4opt-17``) or by the record's own id (``17``); an
+    unknown id is an error. ``limit`` keeps the first ``limit`` problems of the selection.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit must be a positive integer, got {limit!r}")
+    file = Path(path)
+    errors = RecordErrors(file)
+    records = KINDS[kind](file, kind, errors)
+    _check_unique(records, errors)
+    errors.raise_if_any()
+    if ids is not None:
+        records = _select(records, list(ids), file)
+    if limit is not None:
+        records = records[:limit]
+    rows = [
+        {
+            "problem_id": r.problem_id,
+            "dataset": kind,
+            "description": r.description,
+            "objective_truth": r.objective_truth,
+            "solution_truth": r.solution_truth,
+            "source": r.source,
+        }
+        for r in records
+    ]
+    return pa.Table.from_pylist(rows, schema=PROBLEMS)
+
+
+def _check_unique(records: list[ProblemRecord], errors: RecordErrors) -> None:
+    first_seen: dict[str, ProblemRecord] = {}
+    for record in records:
+        earlier = first_seen.setdefault(record.problem_id, record)
+        if earlier is not record:
+            errors.add(
+                record.where, None, f"duplicate id {record.record_id!r} (also {earlier.where})"
+            )
+
+
+def _select(records: list[ProblemRecord], wanted: list[str], file: Path) -> list[ProblemRecord]:
+    by_name: dict[str, ProblemRecord] = {}
+    for record in records:
+        by_name.setdefault(record.record_id, record)
+    # Problem ids win over record ids: in jsonl a record id can look like another's problem id.
+    by_name.update({record.problem_id: record for record in records})
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InputError(f"{file}: no problem with id {shown}{more}")
+    chosen = {by_name[name].problem_id for name in wanted}
+    return [record for record in records if record.problem_id in chosen]
