@@ -8,6 +8,7 @@ folder name (NLP4LP).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def _results_truth(
     label = objective_label(list(results))
     if label is None:
         return None, solution
-    objective = check.number(results[label], errors, where, f"results[{label!r}]")
+    objective = check.number(results[label], errors, where, f"results[{json.dumps(label)}]")
     return (objective, solution) if objective is not None else (None, None)
 
 
@@ -92,11 +93,8 @@ def _results_truth(
 def read_mamo(path: Path, kind: str, errors: RecordErrors) -> list[ProblemRecord]:
     """``{"id": int, "Question": str, "Answer": "<number>", ...}`` per line."""
     records = []
-    for line, item in check.read_jsonl(path, errors):
+    for line, item in check.jsonl_objects(path, errors):
         where = f"line {line}"
-        if not isinstance(item, dict):
-            errors.add(where, None, f"expected an object, got {type(item).__name__}")
-            continue
         if "id" in item:
             where = f"line {line} (id {item['id']!r})"
         record_id = check.record_id(check.required(item, "id", errors, where), errors, where, "id")
@@ -130,11 +128,8 @@ def read_generic_jsonl(path: Path, kind: str, errors: RecordErrors) -> list[Prob
     ignored, so a file can carry its own provenance.
     """
     records = []
-    for line, item in check.read_jsonl(path, errors):
+    for line, item in check.jsonl_objects(path, errors):
         where = f"line {line}"
-        if not isinstance(item, dict):
-            errors.add(where, None, f"expected an object, got {type(item).__name__}")
-            continue
         if "id" in item:
             where = f"line {line} (id {item['id']!r})"
         record_id = check.record_id(check.required(item, "id", errors, where), errors, where, "id")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +96,20 @@ def read_json_array(path: Path) -> list[Any]:
     return data
 
 
-def read_jsonl(path: Path, errors: RecordErrors) -> list[tuple[int, Any]]:
-    """(line number, parsed value) for every non-blank line; unparseable lines go to ``errors``."""
-    records = []
+def jsonl_objects(path: Path, errors: RecordErrors) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; other lines are reported, in order."""
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            item = json.loads(line)
         except json.JSONDecodeError as error:
             errors.add(f"line {number}", None, f"invalid JSON: {error.msg} (column {error.colno})")
-    return records
+            continue
+        if not isinstance(item, dict):
+            errors.add(f"line {number}", None, f"expected an object, got {_type_name(item)}")
+            continue
+        yield number, item
 
 
 MISSING: Any = object()
@@ -128,7 +132,11 @@ def _type_name(value: Any) -> str:
 
 
 def description(value: Any, errors: RecordErrors, record: str, field: str) -> str | None:
-    """A non-empty string no longer than :data:`MAX_DESCRIPTION_CHARS`, or ``None`` (reported)."""
+    """A non-empty string no longer than :data:`MAX_DESCRIPTION_CHARS`, or ``None`` (reported).
+
+    Surrounding whitespace is stripped: a trailing newline in ``description.txt`` must not make
+    the prompt (and so every candidate id) differ from the same text in a JSON file.
+    """
     if value is MISSING:
         return None
     if not isinstance(value, str):
@@ -144,7 +152,7 @@ def description(value: Any, errors: RecordErrors, record: str, field: str) -> st
             f"description has {len(value):,} characters (limit {MAX_DESCRIPTION_CHARS:,})",
         )
         return None
-    return value
+    return value.strip()
 
 
 def record_id(value: Any, errors: RecordErrors, record: str, field: str) -> str | None:
