@@ -166,6 +166,9 @@ def test_selection_by_limit_and_ids(tmp_path):
     picked = load_problems("jsonl", path, ids=["d", "b"])
     assert picked["problem_id"].to_pylist() == ["b", "d"]
     assert load_problems("jsonl", path, ids=["d", "b", "c"], limit=1).num_rows == 1
+    assert load_problems("jsonl", path, ids="c")["problem_id"].to_pylist() == ["c"]
+    with pytest.raises(InputError, match="ids is empty"):
+        load_problems("jsonl", path, ids=[])
     with pytest.raises(InputError, match=r"no problem with id 'zz'"):
         load_problems("jsonl", path, ids=["a", "zz"])
     for bad_limit in (0, -1, True, 1.5):

@@ -9,8 +9,10 @@ Kinds (see the README's "Datasets" section for fields and the ground-truth rule 
 - ``jsonl``: generic JSON Lines, ``id``, ``description``, optional ``objective``, ``solution``.
 
 Problem ids are ``<kind>-<record id>`` (``nl4opt-17``) except for ``jsonl``, whose ``id`` is
-used as given. Every record is validated before anything is returned; a bad file raises one
-:class:`~optfolio.errors.InputError` naming the file, the records and the fields.
+used as given. ``source`` is ``<path>#<record>``: the array position (JSON arrays), the line
+number (JSONL) or the folder name (NLP4LP). Every record is validated before anything is
+returned; a bad file raises one :class:`~optfolio.errors.InputError` naming the file, the
+records and the fields.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ def load_problems(
     _check_unique(records, errors)
     errors.raise_if_any()
     if ids is not None:
-        records = _select(records, list(ids), file)
+        # A bare string is one id, not an iterable of one-character ids.
+        wanted = [ids] if isinstance(ids, str) else list(ids)
+        if not wanted:
+            raise InputError(f"{file}: no problem ids given (ids is empty)")
+        records = _select(records, wanted, file)
     if limit is not None:
         records = records[:limit]
     rows = [
