@@ -9,6 +9,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 # One line per fixture module; each subsystem adds its own.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.plugins.prefect_fixtures",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
