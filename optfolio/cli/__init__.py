@@ -23,10 +23,11 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each command module adds its commands to ``app``; one line per module.
-    from optfolio.cli import simulate, sql
+    from optfolio.cli import sandbox, simulate, sql
 
     simulate.register(app)
     sql.register(app)
+    sandbox.register(app)
 
 
 _register()
