@@ -6,8 +6,9 @@ readable reference the property tests hold the SQL to. Conventions, pinned down 
 * **Probabilities** are normalized over the candidate set of a problem, invalid candidates (⊥)
   included: ⊥ carries mass that no portfolio can collect.
 * **Ranking**: valid candidates first, by evaluator score descending (a missing score ranks
-  after every present one), ties broken by ``md5(f"{seed}:{candidate_id}")`` ascending, so a
-  run is reproducible and SQL and Python agree bit for bit. ⊥ ranks last under every evaluator.
+  after every present one), ties broken by the md5 of ``f"{seed}:{candidate_id}"`` read as a
+  little-endian 128-bit integer (DuckDB's ``md5_number``), ascending, so a run is
+  reproducible and SQL and Python agree bit for bit. ⊥ ranks last under every evaluator.
 * **Portfolio (Eq. 2)**: k*(α) = min{k ≥ 1 : Σ_{i≤k} p(o_(i)) ≥ 1 − α − MASS_TOLERANCE} over the
   valid prefix of the ranking. ⊥ never enters a portfolio: when the valid candidates' mass
   cannot reach 1 − α, the portfolio is every valid candidate and the target is not reached.
@@ -95,9 +96,9 @@ def weights_from_logprobs(
     return np.exp(logs - logs.max())  # shift by the max: exp(sum) of long texts underflows
 
 
-def tie_break_key(seed: int, candidate_id: str) -> str:
-    """The seeded, reproducible tie-breaker (the SQL computes the same md5)."""
-    return hashlib.md5(f"{seed}:{candidate_id}".encode()).hexdigest()
+def tie_break_key(seed: int, candidate_id: str) -> int:
+    """The seeded, reproducible tie-breaker: DuckDB's ``md5_number`` of the same text."""
+    return int.from_bytes(hashlib.md5(f"{seed}:{candidate_id}".encode()).digest(), "little")
 
 
 def mean_score(scores: Sequence[float | None]) -> float | None:
@@ -110,7 +111,7 @@ def rank(
 ) -> list[Candidate]:
     """Best first: valid before ⊥, higher score first, missing scores last, seeded ties."""
 
-    def key(candidate: Candidate) -> tuple[bool, bool, float, str]:
+    def key(candidate: Candidate) -> tuple[bool, bool, float, int]:
         score = evaluator_scores.get(candidate.candidate_id)
         return (
             not candidate.valid,

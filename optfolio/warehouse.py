@@ -28,6 +28,7 @@ STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {"candidates": "sto
 ASSEMBLY_VIEWS: tuple[str, ...] = (
     "candidates",
     "rankings",
+    "portfolio_sizes",
     "portfolios",
     "portfolio_coverage",
     "simulation_results",

@@ -1,7 +1,5 @@
--- Eq. 2 on the whole α grid in one pass: the portfolio for α is the k*(α) best-ranked
--- candidates, k*(α) = min{k ≥ 1 : cum_p(k) ≥ 1 − α − mass_tolerance}, valid candidates only.
--- A candidate is in it when it is rank 1, or the mass ranked above it is still short of the
--- target. The comparison is written exactly as in optfolio/portfolio.py so both round alike.
+-- Portfolio members, one row per (run, problem, evaluator, α, candidate): the k*(α)
+-- best-ranked candidates of portfolio_sizes (valid candidates rank first, so ranks 1..k*).
 
 with
 
@@ -9,59 +7,27 @@ ranked_candidates as (
     select * from rankings
 ),
 
-alphas as (
-    select alpha from alpha_grid
-),
-
-settings as (
-    select mass_tolerance from run_settings
-),
-
-mass_ranked_above as (
-    select
-        *,
-        coalesce(
-            lag(cum_p) over (partition by run_id, problem_id, evaluator order by rank), 0.0
-        ) as mass_above
-    from ranked_candidates
-    where valid
+sizes as (
+    select * from portfolio_sizes
 ),
 
 portfolio_members as (
     select
-        mass_ranked_above.run_id,
-        mass_ranked_above.problem_id,
-        mass_ranked_above.evaluator,
-        alphas.alpha,
-        mass_ranked_above.candidate_id,
-        mass_ranked_above.rank,
-        mass_ranked_above.p,
-        mass_ranked_above.cum_p
-    from mass_ranked_above
-    cross join settings
-    inner join alphas
-        on mass_ranked_above.rank = 1
-        or mass_ranked_above.mass_above < 1.0 - alphas.alpha - settings.mass_tolerance
-),
-
-with_portfolio_totals as (
-    select
-        portfolio_members.*,
-        count(*) over portfolio as portfolio_size,
-        max(cum_p) over portfolio >= 1.0 - alpha - settings.mass_tolerance as target_reached
-    from portfolio_members
-    cross join settings
-    window portfolio as (partition by run_id, problem_id, evaluator, alpha)
+        sizes.run_id,
+        sizes.problem_id,
+        sizes.evaluator,
+        sizes.alpha,
+        ranked_candidates.candidate_id,
+        ranked_candidates.rank,
+        ranked_candidates.p,
+        sizes.portfolio_size,
+        sizes.target_reached
+    from sizes
+    inner join ranked_candidates
+        on sizes.run_id = ranked_candidates.run_id
+        and sizes.problem_id = ranked_candidates.problem_id
+        and sizes.evaluator = ranked_candidates.evaluator
+        and ranked_candidates.rank <= sizes.portfolio_size
 )
 
-select
-    run_id,
-    problem_id,
-    evaluator,
-    alpha,
-    candidate_id,
-    rank,
-    p,
-    portfolio_size,
-    target_reached
-from with_portfolio_totals
+select * from portfolio_members

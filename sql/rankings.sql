@@ -2,7 +2,8 @@
 --   llm       : mean of the LLM evaluator's sampled scores (null scores ignored)
 --   generator : the generator probability p itself ("generator as evaluator")
 -- Valid candidates before ⊥; missing scores after present ones; ties broken by
--- md5(tie_seed || ':' || candidate_id), the same key the Python reference uses.
+-- md5_number(tie_seed || ':' || candidate_id): the md5 digest read as a little-endian
+-- 128-bit integer, the same key the Python reference uses.
 
 with
 
@@ -28,57 +29,50 @@ mean_llm_scores as (
     group by run_id, problem_id, candidate_id
 ),
 
-ranking_inputs as (
+candidates_with_tie_keys as (
     select
         candidate_probabilities.run_id,
         candidate_probabilities.problem_id,
-        'llm' as evaluator,
         candidate_probabilities.candidate_id,
         candidate_probabilities.p,
         candidate_probabilities.valid,
-        mean_llm_scores.mean_score as ranking_score
+        md5_number(settings.tie_seed::varchar || ':' || candidate_probabilities.candidate_id)
+            as tie_key
     from candidate_probabilities
+    cross join settings
+),
+
+ranking_inputs as (
+    select
+        candidates_with_tie_keys.*,
+        'llm' as evaluator,
+        mean_llm_scores.mean_score as ranking_score
+    from candidates_with_tie_keys
     left join mean_llm_scores
-        on candidate_probabilities.run_id = mean_llm_scores.run_id
-        and candidate_probabilities.problem_id = mean_llm_scores.problem_id
-        and candidate_probabilities.candidate_id = mean_llm_scores.candidate_id
+        on candidates_with_tie_keys.run_id = mean_llm_scores.run_id
+        and candidates_with_tie_keys.problem_id = mean_llm_scores.problem_id
+        and candidates_with_tie_keys.candidate_id = mean_llm_scores.candidate_id
 
     union all
 
     select
-        run_id,
-        problem_id,
+        *,
         'generator' as evaluator,
-        candidate_id,
-        p,
-        valid,
         p as ranking_score
-    from candidate_probabilities
+    from candidates_with_tie_keys
 ),
 
-ranked as (
-    select
-        ranking_inputs.*,
-        row_number() over (
-            partition by run_id, problem_id, evaluator
-            order by
-                (not valid),
-                ranking_score desc nulls last,
-                md5(settings.tie_seed::varchar || ':' || candidate_id)
-        ) as rank
-    from ranking_inputs
-    cross join settings
-),
-
-with_cumulative_mass as (
+ranked_with_cumulative_mass as (
+    -- one window for both, so DuckDB sorts each ranking once
     select
         *,
-        sum(p) over (
-            partition by run_id, problem_id, evaluator
-            order by rank
-            rows between unbounded preceding and current row
-        ) as cum_p
-    from ranked
+        row_number() over best_first as rank,
+        sum(p) over (best_first rows between unbounded preceding and current row) as cum_p
+    from ranking_inputs
+    window best_first as (
+        partition by run_id, problem_id, evaluator
+        order by (not valid), ranking_score desc nulls last, tie_key
+    )
 )
 
 select
@@ -91,4 +85,4 @@ select
     valid,
     ranking_score,
     cum_p
-from with_cumulative_mass
+from ranked_with_cumulative_mass
