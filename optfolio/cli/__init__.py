@@ -6,6 +6,7 @@ import Prefect lazily, inside the command, so ``import optfolio`` stays Prefect-
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -28,6 +29,7 @@ def _register() -> None:
     simulate.register(app)
     sql.register(app)
     sandbox.register(app)
+    importlib.import_module("optfolio.cli.models").register(app)
 
 
 _register()

@@ -1,0 +1,142 @@
+"""Run-scoped local endpoint: with no endpoint configured, start ``serve-local`` on loopback
+for the run and stop it afterwards.
+
+The server is a child process (``python -m optfolio.localmodel.server``) so a crash in native
+code cannot take the run down, and the run's client talks to it over the same OpenAI API as
+to any remote endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from optfolio.errors import ServiceUnavailable
+from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
+
+_START_TIMEOUT_S = 180.0  # loading 1 GB of weights on a loaded 2-core machine
+_STOP_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def local_endpoint(
+    settings: LLMSettings | None = None,
+    *,
+    models: Sequence[str] | None = None,
+    port: int | None = None,
+    threads: int | None = None,
+    pull: bool = True,
+) -> Iterator[LLMSettings]:
+    """Yield settings pointing at a working endpoint.
+
+    If ``settings`` already names an endpoint (``OPENAI_BASE_URL`` or explicit), they are
+    yielded unchanged and nothing is started. Otherwise the local server is started with
+    ``models`` (default: ``settings.model``; the first one answers requests that name no
+    loaded model) and stopped when the block ends, whatever way it ends.
+    """
+    settings = settings or LLMSettings.from_env()
+    if not settings.is_local:
+        yield settings
+        return
+    names = list(models or [settings.model])
+    if pull:
+        from optfolio.localmodel.registry import KNOWN_MODELS
+        from optfolio.localmodel.registry import pull as pull_model
+
+        for name in names:
+            if name in KNOWN_MODELS:
+                pull_model(name)
+    with LocalServer(names, port=port, threads=threads) as server:
+        yield settings.with_endpoint(server.base_url, LOCAL_API_KEY)
+
+
+class LocalServer:
+    """A ``serve-local`` child process; ``base_url`` is valid between start and stop."""
+
+    def __init__(
+        self, models: Sequence[str], *, port: int | None = None, threads: int | None = None
+    ) -> None:
+        self.models = list(models)
+        self.port = port or free_port()
+        self.threads = threads
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        command = [sys.executable, "-m", "optfolio.localmodel.server", "--port", str(self.port)]
+        for model in self.models:
+            command += ["--model", model]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        handle, name = tempfile.mkstemp(prefix="optfolio-serve-local-", suffix=".log")
+        self._log_path = Path(name)
+        with os.fdopen(handle, "wb") as log:
+            # Own process group: a Ctrl-C meant for the run still lets us stop it cleanly.
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServiceUnavailable(
+                    f"local model server exited with status {self._process.returncode}:"
+                    f" {self._last_log_line()}"
+                )
+            if health_ok(self.base_url):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServiceUnavailable(f"local model server not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    def _last_log_line(self) -> str:
+        if self._log_path is None or not self._log_path.is_file():
+            return "(no log)"
+        lines = self._log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(empty log)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def health_ok(base_url: str) -> bool:
+    """The server's health endpoint answers 200 (``/health`` beside ``/v1``)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,260 @@
+"""``serve-local``: GGUF models on loopback over the OpenAI chat-completions API.
+
+Supports what optfolio's client sends (temperature, top_p, seed, stop, max_tokens or
+max_completion_tokens, ``n > 1``, ``logprobs`` with ``top_logprobs``) and answers with usage
+counts, ``/v1/models`` and ``/health``. Several models can be loaded at once; a request picks
+one by its ``model`` field. No streaming, tools or images: those get a 400, not silence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from optfolio.localmodel.engine import Completion, Engine, RequestError, SamplingParams
+from optfolio.localmodel.registry import KNOWN_MODELS, resolve
+
+log = logging.getLogger("optfolio.localmodel")
+
+MAX_N = 128
+MAX_TOP_LOGPROBS = 20
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            if any(part.type != "text" for part in self.content):
+                raise RequestError("only text content parts are supported")
+            return "".join(part.text or "" for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    # Unknown OpenAI fields (user, metadata, ...) are accepted and ignored, as servers do.
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    stream: bool = False
+    tools: list[Any] | None = None
+
+
+class ModelPool:
+    """The loaded engines; requests run one at a time (decoding already uses every core)."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        if not engines:
+            raise ValueError("no model to serve")
+        self.engines = {engine.name: engine for engine in engines}
+        self.default = engines[0].name
+        self.lock = threading.Lock()
+        self.started = int(time.time())
+
+    def pick(self, name: str | None) -> Engine:
+        if not name:
+            return self.engines[self.default]
+        engine = self.engines.get(name) or self.engines.get(Path(name).stem)
+        if engine is None:
+            raise LookupError(name)
+        return engine
+
+
+def create_app(pool: ModelPool) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="optfolio serve-local", docs_url=None, redoc_url=None)
+
+    def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        return JSONResponse(status_code=status, content=body)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error(
+            400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error"
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(pool.engines)}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        data = [
+            {"id": name, "object": "model", "created": pool.started, "owned_by": "optfolio"}
+            for name in pool.engines
+        ]
+        return {"object": "list", "data": data}
+
+    # A plain ``def``: FastAPI runs it in its thread pool, so the event loop keeps answering
+    # /health while a long generation holds the model.
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat(request: ChatRequest) -> dict[str, Any] | JSONResponse:
+        if request.stream:
+            return error(400, "stream=true is not supported", "invalid_request_error")
+        if request.tools:
+            return error(400, "tools are not supported", "invalid_request_error")
+        try:
+            engine = pool.pick(request.model)
+        except LookupError:
+            return error(
+                404,
+                f"model {request.model!r} is not loaded; loaded: {', '.join(pool.engines)}",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        params = SamplingParams(
+            n=request.n,
+            max_tokens=request.max_completion_tokens or request.max_tokens or 1024,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=tuple(s for s in stop if s),
+            top_logprobs=(request.top_logprobs or 0) if request.logprobs else 0,
+        )
+        try:
+            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+            with pool.lock:
+                started = time.perf_counter()
+                completion = engine.complete(messages, params)
+                elapsed = time.perf_counter() - started
+        except RequestError as exc:
+            return error(400, str(exc), "invalid_request_error")
+        log.info(
+            "%s n=%d prompt=%d (cached %d) completion=%d in %.2fs",
+            engine.name,
+            params.n,
+            completion.prompt_tokens,
+            completion.cached_prompt_tokens,
+            completion.completion_tokens,
+            elapsed,
+        )
+        return render(engine.name, completion, logprobs=request.logprobs)
+
+    return app
+
+
+def render(model: str, completion: Completion, *, logprobs: bool) -> dict[str, Any]:
+    """The OpenAI chat.completion body."""
+    choices = []
+    for index, choice in enumerate(completion.choices):
+        entry: dict[str, Any] = {
+            "index": index,
+            "message": {"role": "assistant", "content": choice.text},
+            "finish_reason": choice.finish_reason,
+            "logprobs": None,
+        }
+        if logprobs:
+            entry["logprobs"] = {
+                "content": [
+                    {
+                        "token": t.text,
+                        "logprob": t.logprob,
+                        "bytes": list(t.raw),
+                        "top_logprobs": [
+                            {"token": text, "logprob": lp, "bytes": list(raw)}
+                            for text, raw, lp in t.top
+                        ],
+                    }
+                    for t in choice.tokens
+                ],
+                "refusal": None,
+            }
+        choices.append(entry)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "optfolio-serve-local",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": completion.cached_prompt_tokens},
+        },
+    }
+
+
+def load(
+    models: Sequence[str], *, threads: int | None = None, n_ctx: int | None = None
+) -> ModelPool:
+    engines = []
+    for spec in models:
+        name, path = resolve(spec)
+        context = n_ctx or (KNOWN_MODELS[name].n_ctx if name in KNOWN_MODELS else 4096)
+        engines.append(Engine(name, path, n_ctx=context, threads=threads))
+    return ModelPool(engines)
+
+
+def serve(
+    models: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8088,
+    threads: int | None = None,
+    n_ctx: int | None = None,
+    log_level: Literal["info", "warning"] = "info",
+) -> None:
+    """Load ``models`` (names or GGUF paths) and serve until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    pool = load(models, threads=threads, n_ctx=n_ctx)
+    log.info("serving %s on http://%s:%d/v1", ", ".join(pool.engines), host, port)
+    uvicorn.run(create_app(pool), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m optfolio.localmodel.server")
+    parser.add_argument("--model", action="append", help="known name or GGUF path; repeatable")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--n-ctx", type=int, default=None)
+    args = parser.parse_args(argv)
+    threads = args.threads or int(os.environ.get("OPTFOLIO_LLM_THREADS", "0")) or None
+    serve(
+        args.model or ["qwen2.5-coder-1.5b"],
+        host=args.host,
+        port=args.port,
+        threads=threads,
+        n_ctx=args.n_ctx,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
