@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 
 from sandbox import cleanup, engine
-from sandbox.container import ENGINE_ERRORS, Slot, run_in, start_container
+from sandbox.container import ENGINE_ERRORS, Slot, discard, run_in, start_container
 from sandbox.image import require_image
 from sandbox.limits import DEFAULT_LIMITS, Limits
 from sandbox.pool import WarmPool
@@ -50,7 +50,13 @@ class Sandbox:
 
     def _slot(self, limits: Limits) -> Slot:
         if self.pool is not None and _same_container_limits(limits, self.pool.limits):
-            return self.pool.acquire()
+            slot = self.pool.acquire()
+            # A warm container may have gone meanwhile (idle exit, removed on Ctrl-C).
+            with contextlib.suppress(*ENGINE_ERRORS):
+                slot.container.reload()
+                if slot.container.status == "running":
+                    return slot
+            discard(slot.container)
         return start_container(self.client, self.image, limits)
 
     def run(self, code: str, limits: Limits | None = None) -> ExecResult:

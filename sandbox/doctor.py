@@ -47,6 +47,12 @@ try:
     open("/etc/optfolio-probe", "w"); facts["root_write"] = "written"
 except OSError as e:
     facts["root_write"] = type(e).__name__
+try:
+    for path in ("/work/probe", "/tmp/probe"):
+        open(path, "w").write("x")
+    facts["work_write"] = "ok"
+except OSError as e:
+    facts["work_write"] = type(e).__name__
 st = os.statvfs("/work")
 facts["work_mb"] = st.f_blocks * st.f_frsize // 2**20
 facts["memory"] = read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -97,6 +103,7 @@ def _isolation_checks(facts: dict, limits: Limits) -> list[Check]:
         Check("no outbound connection", facts["connect"] != "connected", facts["connect"]),
         Check("no DNS", facts["dns"] != "resolved", facts["dns"]),
         Check("read-only root", facts["root_write"] != "written", facts["root_write"]),
+        Check("work dirs writable", facts["work_write"] == "ok", facts["work_write"]),
         Check(
             "work tmpfs capped",
             0 < facts["work_mb"] <= limits.work_tmpfs_mb,

@@ -99,8 +99,8 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 
 def require_image(client: docker.DockerClient, tag: str | None = None) -> str:
-    """The image tag, or ServiceUnavailable saying how to build it."""
-    tag = tag or image_tag()
+    """The image tag (given, $OPTFOLIO_SANDBOX_IMAGE, or the recipe's), if the image exists."""
+    tag = tag or os.environ.get("OPTFOLIO_SANDBOX_IMAGE") or image_tag()
     if not image_exists(client, tag):
         raise ServiceUnavailable(f"sandbox image {tag} is not built; run `optfolio sandbox build`")
     return tag

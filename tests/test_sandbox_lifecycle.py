@@ -1,0 +1,114 @@
+"""Containers never outlive their run: single use, Ctrl-C, crashed owners; engine sessions."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import docker
+import pytest
+
+from sandbox import DEFAULT_LIMITS, Sandbox, cleanup, engine, image
+from sandbox.container import start_container
+
+pytestmark = pytest.mark.docker
+
+
+def _mine(client: docker.DockerClient) -> list[str]:
+    return cleanup.list_sandbox_containers(client, owner=cleanup.owner_id())
+
+
+def test_each_run_gets_a_fresh_container(sandbox_box: Sandbox) -> None:
+    code = "import socket, os\nprint(socket.gethostname(), os.path.exists('/work/mark'))\n"
+    code += "open('/work/mark', 'w').write('x')\n"
+    first, second = sandbox_box.run_many([code, code])
+    # The second run does not see the first one's file: a new container, new tmpfs.
+    assert first.stdout.split()[1] == second.stdout.split()[1] == "False"
+
+
+def test_warm_pool_keeps_its_size_and_removes_used_containers(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    with Sandbox(client=docker_client, image=sandbox_image, warm=2) as box:
+        assert box.run("print('STATUS: ok')").status == "ok"
+        deadline = time.monotonic() + 60
+        while len(_mine(docker_client)) < 2 + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the session's own pool (2) plus this one, refilled
+        assert len(_mine(docker_client)) >= 4
+    time.sleep(0.1)
+    assert len(_mine(docker_client)) == 2  # only the session pool's containers remain
+
+
+def test_ctrl_c_removes_running_containers(docker_client: docker.DockerClient) -> None:
+    script = (
+        "from sandbox import Sandbox\n"
+        "with Sandbox() as box:\n"
+        "    box.run_many(['import time\\ntime.sleep(300)'] * 2, parallelism=2)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    owner = cleanup.owner_id(process.pid)
+    try:
+        deadline = time.monotonic() + 60
+        while len(cleanup.list_sandbox_containers(docker_client, owner)) < 2:
+            assert time.monotonic() < deadline, "the two runs never started"
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "KeyboardInterrupt" in stderr
+    assert cleanup.list_sandbox_containers(docker_client, owner) == []
+
+
+def test_leftovers_of_a_dead_owner_are_removed_at_start(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    # A process that dies holding a container (kill -9: no finally, no atexit).
+    script = (
+        "import os, docker\n"
+        "from sandbox.container import start_container\n"
+        "from sandbox import DEFAULT_LIMITS\n"
+        f"slot = start_container(docker.from_env(), {sandbox_image!r}, DEFAULT_LIMITS)\n"
+        "print(slot.container.id, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    orphan = done.stdout.strip()
+    assert orphan, done.stderr
+    assert orphan in cleanup.list_sandbox_containers(docker_client)
+    # A live owner's containers stay: ours, started here, must survive the sweep.
+    live = start_container(docker_client, sandbox_image, DEFAULT_LIMITS)
+    try:
+        cleanup.remove_leftovers(docker_client)
+        remaining = cleanup.list_sandbox_containers(docker_client)
+        assert orphan not in remaining
+        assert live.container.id in remaining
+    finally:
+        from sandbox.container import discard
+
+        discard(live.container)
+
+
+def test_engine_session_reuses_a_running_engine() -> None:
+    before = engine.status()
+    assert before.answering
+    started = time.monotonic()
+    with engine.session() as client:
+        assert client.ping()
+    assert time.monotonic() - started < 30  # generous: it is one ping when already up
+    assert engine.status().answering  # not stopped: this session did not start it
+
+
+def test_image_tag_follows_the_recipe(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    assert sandbox_image == image.image_tag()
+    assert image.image_tag() == image.image_tag()  # deterministic
+    assert image.image_exists(docker_client, sandbox_image)
+    labels = docker_client.images.get(sandbox_image).labels
+    assert labels[image.LABEL] == sandbox_image.partition(":")[2]
