@@ -11,6 +11,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # One line per fixture module; each subsystem adds its own.
 pytest_plugins: list[str] = [
     "tests.plugins.prefect_fixtures",
+    "tests.plugins.llm_fixtures",
     "tests.plugins.sandbox_fixtures",
 ]
 

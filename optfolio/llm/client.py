@@ -8,6 +8,7 @@ back-off is ours: exponential with jitter, or exactly what ``Retry-After`` asks 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import threading
@@ -278,6 +279,7 @@ class LLMClient:
                 openai.APIConnectionError,
                 MalformedResponse,
                 openai.APIResponseValidationError,
+                json.JSONDecodeError,  # the SDK lets a non-JSON "application/json" body through
             ) as error:
                 # APITimeoutError is an APIConnectionError; an unreadable body is the server's
                 # fault like a 5xx, so it gets the same patience.
