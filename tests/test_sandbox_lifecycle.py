@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,25 @@ def test_image_tag_follows_the_recipe(
     assert image.image_exists(docker_client, sandbox_image)
     labels = docker_client.images.get(sandbox_image).labels
     assert labels[image.LABEL] == sandbox_image.partition(":")[2]
+
+
+@pytest.mark.slow
+def test_host_ca_bundle_is_in_no_image_layer(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    # The registry CA reached pip only as a build secret: no layer (base included) may hold
+    # any certificate of the host's bundle. Code mentions PEM markers (ssl.py): those blocks
+    # are not certificates of the bundle, so each PEM block found is compared to the bundle.
+    bundle = image.HOST_CA_BUNDLE
+    if not bundle.is_file():
+        pytest.skip(f"no host CA bundle at {bundle}")
+    pem = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]{64,}?)-----END CERTIFICATE")
+    host_certs = {re.sub(rb"\s", b"", body) for body in pem.findall(bundle.read_bytes())}
+    assert host_certs
+    found: set[bytes] = set()
+    tail = b""
+    for chunk in docker_client.images.get(sandbox_image).save(chunk_size=1 << 22):
+        window = tail + chunk
+        found |= {re.sub(rb"\s", b"", body) for body in pem.findall(window)}
+        tail = window[-8192:]  # a certificate split across chunks is caught in the next window
+    assert found & host_certs == set()
