@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from optfolio.errors import InputError
 from optfolio.portfolio import MASS_TOLERANCE, PROBABILITY_METHODS, ProbabilityMethod, check_alpha
+from optfolio.quality import CORRECT_REL_TOL, ORLM_REL_TOL
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
 from optfolio.store import RunStore
@@ -23,6 +24,7 @@ from optfolio.store import RunStore
 # Stage tables appear under their own names, except candidates: the user-facing
 # ``candidates`` view adds the probability p on top of ``stored_candidates``.
 STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {"candidates": "stored_candidates"}
+
 
 # sql/ files in dependency order; each becomes a view of the same name.
 ASSEMBLY_VIEWS: tuple[str, ...] = (
@@ -32,6 +34,12 @@ ASSEMBLY_VIEWS: tuple[str, ...] = (
     "portfolios",
     "portfolio_coverage",
     "simulation_results",
+    "candidate_outcomes",
+    "ranked_outcomes",
+    "random_portfolios",
+    "problem_baselines",
+    "quality",
+    "dataset_summary",
 )
 
 
@@ -53,12 +61,20 @@ class AssemblySettings:
     tie_seed: int = 0
     p_method: ProbabilityMethod = "length_normalized"
     mass_tolerance: float = MASS_TOLERANCE
+    sizes: Sequence[int] = (2, 4, 6, 8)  # the paper's fixed portfolio sizes s (Fig. 5)
+    random_draws: int = 30  # random s-subsets per problem and size (Fig. 5)
+    correct_rel_tol: float = CORRECT_REL_TOL
+    orlm_rel_tol: float = ORLM_REL_TOL
 
     def __post_init__(self) -> None:
         for alpha in self.alphas:
             check_alpha(alpha)
         if not self.alphas:
             raise InputError("the alpha grid is empty")
+        if any(not isinstance(s, int) or s < 1 for s in self.sizes):
+            raise InputError(f"sizes {list(self.sizes)!r}: portfolio sizes must be integers ≥ 1")
+        if self.random_draws < 1:
+            raise InputError(f"random_draws={self.random_draws!r}: need at least one draw")
         if self.p_method not in PROBABILITY_METHODS:
             raise InputError(f"p_method {self.p_method!r}: use one of {PROBABILITY_METHODS}")
 
@@ -115,8 +131,13 @@ def register_parameters(con: duckdb.DuckDBPyConnection, settings: AssemblySettin
             "tie_seed": pa.array([settings.tie_seed], pa.int64()),
             "p_method": pa.array([settings.p_method], pa.string()),
             "mass_tolerance": pa.array([settings.mass_tolerance], pa.float64()),
+            "random_draws": pa.array([settings.random_draws], pa.int64()),
+            "correct_rel_tol": pa.array([settings.correct_rel_tol], pa.float64()),
+            "orlm_rel_tol": pa.array([settings.orlm_rel_tol], pa.float64()),
         }
     )
+    size_grid = pa.table({"s": pa.array(sorted(set(settings.sizes)), pa.int64())})
+    create_table_from_arrow(con, "size_grid", size_grid)
     create_table_from_arrow(con, "alpha_grid", alpha_grid)
     create_table_from_arrow(con, "run_settings", run_settings)
 
