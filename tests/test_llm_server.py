@@ -1,0 +1,111 @@
+"""The real local server (``serve-local``) through the official ``openai`` client."""
+
+from __future__ import annotations
+
+import math
+import urllib.request
+
+import openai
+import pytest
+
+from optfolio.llm.client import LLMClient, LLMRequestError
+from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
+from tests.plugins.llm_fixtures import QWEN, SMOL
+
+pytestmark = pytest.mark.llm
+
+PROMPT = [{"role": "user", "content": "Write a short sentence about linear programming."}]
+
+
+@pytest.fixture
+def raw(llm_server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=llm_server, api_key=LOCAL_API_KEY, max_retries=0)
+
+
+def test_health_and_models(llm_server: str, raw: openai.OpenAI) -> None:
+    root = llm_server.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
+        assert response.status == 200
+    assert {m.id for m in raw.models.list().data} == {QWEN, SMOL}
+
+
+def test_tokens_join_to_content_and_carry_logprobs(raw: openai.OpenAI) -> None:
+    response = raw.chat.completions.create(
+        model=SMOL, messages=PROMPT, max_tokens=24, logprobs=True, top_logprobs=3, seed=5
+    )
+    [choice] = response.choices
+    entries = choice.logprobs.content
+    assert "".join(e.token for e in entries) == choice.message.content
+    assert len(entries) == response.usage.completion_tokens
+    for e in entries:
+        assert math.isfinite(e.logprob) and e.logprob <= 0.0
+        assert len(e.top_logprobs) == 3
+        tops = [t.logprob for t in e.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        assert e.logprob <= tops[0] + 1e-9  # nothing beats the most likely token
+    assert response.usage.prompt_tokens > 0
+    assert choice.finish_reason in {"stop", "length"}
+    if choice.finish_reason == "length":
+        assert len(entries) == 24
+
+
+def test_n_is_honoured(raw: openai.OpenAI) -> None:
+    response = raw.chat.completions.create(
+        model=SMOL, messages=PROMPT, max_tokens=12, n=3, logprobs=True, seed=1
+    )
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert response.usage.completion_tokens == sum(
+        len(c.logprobs.content) for c in response.choices
+    )
+    assert len({c.message.content for c in response.choices}) > 1  # samples, not copies
+
+
+def test_seed_reproduces(raw: openai.OpenAI) -> None:
+    def texts(seed: int) -> list[str | None]:
+        response = raw.chat.completions.create(
+            model=SMOL, messages=PROMPT, max_tokens=16, n=2, seed=seed, temperature=1.0
+        )
+        return [c.message.content for c in response.choices]
+
+    first = texts(42)
+    assert texts(42) == first
+    assert texts(43) != first
+
+
+def test_stop_sequences_and_greedy(raw: openai.OpenAI) -> None:
+    counting = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    greedy = raw.chat.completions.create(
+        model=SMOL, messages=counting, max_tokens=40, temperature=0.0, logprobs=True
+    )
+    text = greedy.choices[0].message.content or ""
+    assert len(text) > 3
+    stop = text[len(text) // 2 : len(text) // 2 + 2]  # something greedy decoding will write
+    cut = raw.chat.completions.create(
+        model=SMOL, messages=counting, max_tokens=40, temperature=0.0, stop=[stop], logprobs=True
+    )
+    choice = cut.choices[0]
+    assert choice.finish_reason == "stop"
+    assert stop not in (choice.message.content or "")
+    assert text.startswith(choice.message.content or "")
+    assert "".join(e.token for e in choice.logprobs.content) == choice.message.content
+
+
+def test_client_errors_are_openai_shaped(raw: openai.OpenAI, llm_server: str) -> None:
+    with pytest.raises(openai.NotFoundError):
+        raw.chat.completions.create(model="no-such-model", messages=PROMPT, max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        raw.chat.completions.create(model=SMOL, messages=PROMPT, max_tokens=4, n=0)
+    client = LLMClient(LLMSettings(model="no-such-model", base_url=llm_server))
+    with client, pytest.raises(LLMRequestError, match="404"):
+        client.sample(PROMPT, max_tokens=4)
+
+
+def test_client_over_real_server_counts_usage_and_reuses_prompt(smol_settings: LLMSettings) -> None:
+    with LLMClient(smol_settings) as client:
+        samples = client.sample(PROMPT, n=2, max_tokens=8, seed=3)
+        samples += client.sample(PROMPT, n=1, max_tokens=8, seed=4)
+        usage = client.usage.snapshot()
+    assert len(samples) == 3 and all(s.token_logprobs for s in samples)
+    assert usage["requests"] == 2 and usage["samples"] == 3
+    assert usage["completion_tokens"] == sum(s.token_count or 0 for s in samples)
+    assert usage["cached_tokens"] > 0  # the second request found its prompt in the KV cache
