@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 OPTFOLIO := $(VENV)/bin/optfolio
+# Runs a command with a Docker engine up and the sandbox image built: starts dockerd (installing
+# docker.io/mmdebstrap if needed) only when none answers, and stops only an engine it started.
+WITH_ENGINE := $(OPTFOLIO) sandbox with-engine --build --
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 OUT ?= out
 PYTEST_ARGS ?=
@@ -41,14 +44,14 @@ $(LOCAL_STAMP): $(STAMP)
 
 # The main job on the embedded defaults.
 demo: setup local-model
-	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
+	$(WITH_ENGINE) $(OPTFOLIO) simulate --out $(OUT)/simulation-study
 
 simulate: setup
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
 
 test: setup local-model
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(WITH_ENGINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
@@ -57,6 +60,7 @@ lint: setup
 bench: setup local-model
 	$(PY) bench/portfolio_sql.py
 	$(PY) bench/local_llm.py
+	$(WITH_ENGINE) $(PY) bench/sandbox.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis
