@@ -127,9 +127,10 @@ def with_engine_command(
     """
     from sandbox import engine, image
 
-    with engine.session() as client:
+    with engine.session():
         if build:
-            image.build(client, log=lambda line: typer.echo(line, err=True))
+            # Importing the base and building take minutes, beyond a normal API timeout.
+            image.build(engine.client(timeout=900), log=lambda line: typer.echo(line, err=True))
         process = subprocess.Popen(command)
         # The child gets Ctrl-C from the terminal itself; a SIGTERM to us is passed on.
         previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())

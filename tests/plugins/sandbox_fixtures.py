@@ -44,10 +44,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="session")
 def sandbox_image(docker_client: docker.DockerClient) -> str:
-    from sandbox import image
+    from sandbox import engine, image
 
     try:
-        return image.build(docker_client, log=lambda line: None)
+        # Quick when the recipe's tag exists; a first build takes minutes, hence the timeout.
+        return image.build(engine.client(timeout=900), log=lambda line: None)
     except ServiceUnavailable as error:
         _unavailable(str(error))
         raise
