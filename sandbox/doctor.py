@@ -34,6 +34,7 @@ facts = {"uid": os.getuid(), "env": sorted(os.environ)}
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
 facts["cap_eff"] = status["CapEff"].strip()
 facts["no_new_privs"] = status.get("NoNewPrivs", "").strip()
+facts["seccomp"] = status.get("Seccomp", "").strip()
 facts["interfaces"] = sorted(os.listdir("/sys/class/net"))
 try:
     socket.create_connection(("1.1.1.1", 53), timeout=2).close(); facts["connect"] = "connected"
@@ -94,6 +95,7 @@ def _isolation_checks(facts: dict, limits: Limits) -> list[Check]:
     return [
         Check("non-root user", facts["uid"] != 0, f"uid {facts['uid']}"),
         Check("no capabilities", int(facts["cap_eff"], 16) == 0, f"CapEff {facts['cap_eff']}"),
+        Check("seccomp filter", facts["seccomp"] == "2", f"Seccomp {facts['seccomp']}"),
         Check(
             "no-new-privileges", facts["no_new_privs"] == "1", f"NoNewPrivs {facts['no_new_privs']}"
         ),
