@@ -3,7 +3,11 @@
   duckdb : the product's SQL (sql/candidates → rankings → portfolio_sizes): k*(α) and whether
            1 − α was reached, for every problem, both evaluator types and every α, materialized
   pandas : a straightforward pandas implementation of the same result
-  floor  : DuckDB only scanning and sorting the same candidates (what any assembly must pay)
+  floor  : DuckDB only scanning and sorting the same candidates, in two flavours:
+           "sort"       - candidates by (problem, log-prob), nothing else
+           "scan+rank"  - candidates and their evaluator scores scanned, scores averaged per
+                          candidate, candidates sorted by (problem, mean score): the least any
+                          evaluator ranking must read and order
 
 Prints each time and the ratios pandas/duckdb (target ≥ 5) and duckdb/floor (target ≤ 3).
 Also times the expanded ``portfolios`` view (one row per member and α, ~50× the candidates),
@@ -89,6 +93,20 @@ def duckdb_scan_and_sort(store: RunStore) -> int:
         return con.sql("select count(*) from sorted").fetchall()[0][0]
 
 
+def duckdb_scan_and_rank(store: RunStore) -> int:
+    with warehouse.connect(store, [RUN]) as con:
+        con.execute(
+            "create table sorted as"
+            " select c.problem_id, c.candidate_id, c.logprob_mean, c.valid, s.mean_score"
+            " from stored_candidates c left join ("
+            "   select problem_id, candidate_id, avg(score) as mean_score from scores"
+            "   group by problem_id, candidate_id) s"
+            " on c.problem_id = s.problem_id and c.candidate_id = s.candidate_id"
+            " order by c.problem_id, s.mean_score desc"
+        )
+        return con.sql("select count(*) from sorted").fetchall()[0][0]
+
+
 def pandas_assembly(store: RunStore, alphas: list[float], seed: int = 0) -> int:
     """The same portfolios (both evaluator types) written the obvious pandas way."""
     candidates = (
@@ -167,16 +185,19 @@ def main() -> None:
             f"({time.perf_counter() - start:.1f} s to write)"
         )
         floor_s, sorted_rows = timed(duckdb_scan_and_sort, store)
+        rank_floor_s, _ = timed(duckdb_scan_and_rank, store)
         duck_s, duck_rows = timed(duckdb_assembly, store, alphas)
         expanded_s, expanded_rows = timed(duckdb_assembly, store, alphas, "portfolios")
         pandas_s, pandas_rows = timed(pandas_assembly, store, alphas)
     assert duck_rows == pandas_rows, (duck_rows, pandas_rows)
-    print(f"floor  (DuckDB scan + sort)   {floor_s:8.2f} s  ({sorted_rows:,} rows)")
+    print(f"floor  (DuckDB sort)          {floor_s:8.2f} s  ({sorted_rows:,} rows)")
+    print(f"floor  (DuckDB scan+rank)     {rank_floor_s:8.2f} s  ({sorted_rows:,} rows)")
     print(f"duckdb (sql/ assembly)        {duck_s:8.2f} s  ({duck_rows:,} portfolios)")
     print(f"pandas (straightforward)      {pandas_s:8.2f} s  ({pandas_rows:,} portfolios)")
     print(f"duckdb expanded members       {expanded_s:8.2f} s  ({expanded_rows:,} member rows)")
     print(f"pandas / duckdb = {pandas_s / duck_s:.1f}x  (target >= 5)")
-    print(f"duckdb / floor  = {duck_s / floor_s:.1f}x  (target <= 3)")
+    print(f"duckdb / floor (scan+rank) = {duck_s / rank_floor_s:.1f}x  (target <= 3)")
+    print(f"duckdb / floor (sort only) = {duck_s / floor_s:.1f}x")
 
 
 if __name__ == "__main__":

@@ -44,11 +44,23 @@ candidate_weights as (
     cross join settings
 ),
 
+weight_totals_per_problem as (
+    select
+        run_id,
+        problem_id,
+        sum(weight) as total_weight
+    from candidate_weights
+    group by run_id, problem_id
+),
+
 normalized_probabilities as (
     select
-        *,
-        weight / sum(weight) over (partition by run_id, problem_id) as p
+        candidate_weights.*,
+        candidate_weights.weight / weight_totals_per_problem.total_weight as p
     from candidate_weights
+    inner join weight_totals_per_problem
+        on candidate_weights.run_id = weight_totals_per_problem.run_id
+        and candidate_weights.problem_id = weight_totals_per_problem.problem_id
 )
 
 select * from normalized_probabilities

@@ -3,9 +3,7 @@
 -- over the valid candidates in ranking order (they rank before ⊥). As cum_p never decreases,
 --   k*(α) = min(valid candidates, 1 + #{valid k : cum_p(k) < target}),
 -- and 1 − α is reached exactly when some valid candidate's cum_p is not below the target.
--- The counts come from merging two sorted lists per ranking, the candidates' cum_p and the α
--- targets, targets first on equal values (the comparison is strict). The target is computed
--- as in optfolio/portfolio.py, so both round alike.
+-- The target is computed as in optfolio/portfolio.py, so both round alike.
 
 with
 
@@ -25,51 +23,38 @@ alpha_targets as (
     cross join settings
 ),
 
-valid_candidates_per_ranking as (
-    select
-        run_id,
-        problem_id,
-        evaluator,
-        count(*) filter (where valid) as valid_candidates
-    from ranked_candidates
-    group by run_id, problem_id, evaluator
+rankings_to_assemble as (
+    select distinct run_id, problem_id, evaluator from ranked_candidates
 ),
 
-cumulative_masses_and_targets as (
+valid_cumulative_masses as (
+    -- rankings are short (N candidates): one list per ranking, ascending like cum_p
     select
         run_id,
         problem_id,
         evaluator,
-        cum_p as value,
-        1 as is_candidate,
-        null::double as alpha,
-        null::bigint as valid_candidates
+        list(cum_p order by rank) as cum_ps
     from ranked_candidates
     where valid
-
-    union all
-
-    select
-        valid_candidates_per_ranking.run_id,
-        valid_candidates_per_ranking.problem_id,
-        valid_candidates_per_ranking.evaluator,
-        alpha_targets.target as value,
-        0 as is_candidate,
-        alpha_targets.alpha,
-        valid_candidates_per_ranking.valid_candidates
-    from valid_candidates_per_ranking
-    cross join alpha_targets
+    group by run_id, problem_id, evaluator
 ),
 
 candidates_below_each_target as (
     select
-        *,
-        sum(is_candidate) over (
-            partition by run_id, problem_id, evaluator
-            order by value, is_candidate
-            rows between unbounded preceding and current row
+        rankings_to_assemble.run_id,
+        rankings_to_assemble.problem_id,
+        rankings_to_assemble.evaluator,
+        alpha_targets.alpha,
+        coalesce(len(valid_cumulative_masses.cum_ps), 0) as valid_candidates,
+        coalesce(
+            len(list_filter(valid_cumulative_masses.cum_ps, lambda c: c < alpha_targets.target)), 0
         ) as candidates_below
-    from cumulative_masses_and_targets
+    from rankings_to_assemble
+    left join valid_cumulative_masses
+        on rankings_to_assemble.run_id = valid_cumulative_masses.run_id
+        and rankings_to_assemble.problem_id = valid_cumulative_masses.problem_id
+        and rankings_to_assemble.evaluator = valid_cumulative_masses.evaluator
+    cross join alpha_targets
 ),
 
 portfolio_sizes as (
@@ -81,7 +66,6 @@ portfolio_sizes as (
         least(1 + candidates_below, valid_candidates) as portfolio_size,
         candidates_below < valid_candidates as target_reached
     from candidates_below_each_target
-    where is_candidate = 0
 )
 
 select * from portfolio_sizes
