@@ -221,3 +221,10 @@ def test_missing_logprobs_become_nulls(fault_server: FaultServer) -> None:
 def test_no_endpoint_is_a_clear_error() -> None:
     with pytest.raises(ServiceUnavailable, match="OPENAI_BASE_URL"):
         LLMClient(LLMSettings(base_url=None))
+
+
+def test_native_n_is_split_into_bounded_requests(fault_server: FaultServer) -> None:
+    with client_for(fault_server, [], max_n_per_request=2) as client:
+        samples = client.sample(MESSAGES, n=5)
+    assert len(samples) == 5
+    assert [r.get("n") for r in fault_server.requests] == [2, 2, None]

@@ -223,7 +223,8 @@ class LLMClient:
         samples: list[Sample] = []
         if self._native_n:
             while len(samples) < len(indices):
-                want = min(len(indices) - len(samples), _MAX_N_PER_REQUEST)
+                per_request = min(self.settings.max_n_per_request, _MAX_N_PER_REQUEST)
+                want = min(len(indices) - len(samples), max(per_request, 1))
                 got = self._request(messages, params, n=want)
                 samples.extend(got)
                 if len(got) < want:

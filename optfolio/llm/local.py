@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from optfolio.errors import ServiceUnavailable
@@ -26,6 +27,7 @@ from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
 
 _START_TIMEOUT_S = 180.0  # loading 1 GB of weights on a loaded 2-core machine
 _STOP_TIMEOUT_S = 10.0
+_LOCAL_TIMEOUT_S = 3600.0
 
 
 @contextlib.contextmanager
@@ -57,7 +59,10 @@ def local_endpoint(
             if name in KNOWN_MODELS:
                 pull_model(name)
     with LocalServer(names, port=port, threads=threads) as server:
-        yield settings.with_endpoint(server.base_url, LOCAL_API_KEY)
+        local = settings.with_endpoint(server.base_url, LOCAL_API_KEY)
+        # CPU decoding of n long answers takes minutes per request; a timeout there would
+        # only abandon work the server keeps doing.
+        yield replace(local, timeout_s=max(local.timeout_s, _LOCAL_TIMEOUT_S))
 
 
 class LocalServer:

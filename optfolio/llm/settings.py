@@ -61,6 +61,9 @@ class LLMSettings:
     # How to get n samples: one request with ``n`` (native), one request per sample (repeat),
     # or native with a fallback to repeat when the endpoint returns fewer choices (auto).
     n_mode: NMode = "auto"
+    # Samples per request in native mode: keeps one request's duration (and so the timeout it
+    # needs) bounded on slow endpoints; a server that caches the prompt loses nothing by it.
+    max_n_per_request: int = 16
     logprobs: bool = True  # ask for token log-probs; endpoints that refuse give nulls
 
     @classmethod
