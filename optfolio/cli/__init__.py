@@ -30,6 +30,7 @@ def _register() -> None:
     sql.register(app)
     sandbox.register(app)
     importlib.import_module("optfolio.cli.models").register(app)
+    importlib.import_module("optfolio.cli.server").register(app)
 
 
 _register()
