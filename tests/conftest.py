@@ -13,6 +13,7 @@ pytest_plugins: list[str] = [
     "tests.plugins.prefect_fixtures",
     "tests.plugins.llm_fixtures",
     "tests.plugins.sandbox_fixtures",
+    "tests.plugins.server_fixtures",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

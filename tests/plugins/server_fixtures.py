@@ -1,0 +1,86 @@
+"""A real local Prefect stack (server, work pool, deployments, worker) and headless Chromium.
+
+The stack is started by the same code as `optfolio server up`, once per session, on a free
+loopback port with its own home (PREFECT_HOME, SQLite, logs) under pytest's tmp dir.
+Chromium is Debian's (/usr/bin/chromium) driven by Playwright; Playwright's own browser
+download never runs. Outside CI a missing browser skips the UI test; in CI it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from optfolio import orchestrator
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+_IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+CHROMIUM = Path("/usr/bin/chromium")
+# The flags measured in ENVIRONMENT.md: no sandbox as root, no GPU, no network chatter.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((orchestrator.HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[orchestrator.StackStatus]:
+    home = tmp_path_factory.mktemp("prefect-stack")
+    try:
+        state = orchestrator.up(port=_free_port(), home=home, log=lambda _line: None)
+    except BaseException:
+        orchestrator.down(home, log=lambda _line: None)  # whatever did start
+        raise
+    try:
+        yield state
+    finally:
+        orchestrator.down(home, log=lambda _line: None)
+
+
+def _unavailable(reason: str) -> None:
+    if _IN_CI:
+        pytest.fail(f"UI test prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        _unavailable("Debian's chromium is not installed (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    executable = str(CHROMIUM) if CHROMIUM.exists() else str(shutil.which("chromium"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            # Playwright gives each launch a fresh temporary profile (it refuses
+            # --user-data-dir here), so no state leaks between runs.
+            args=CHROMIUM_ARGS,
+            timeout=120_000,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
