@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup local-model demo simulate test lint bench clean
+.PHONY: setup local-model browser demo simulate serve test lint bench clean
 
 setup: $(STAMP)
 
@@ -49,9 +49,23 @@ demo: setup local-model
 simulate: setup
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
 
-test: setup local-model
+test: setup local-model browser
 	$(PY) -m ruff check .
 	$(WITH_ENGINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The Prefect server (127.0.0.1:$(SERVE_PORT)), work pool, deployments and a worker, in the
+# background; stop with `$(OPTFOLIO) server down`.
+SERVE_PORT ?= 4200
+serve: setup
+	$(OPTFOLIO) server up --port $(SERVE_PORT)
+
+# The UI test drives Debian's chromium through Playwright (never `playwright install`: it
+# downloads a browser, which fails offline). Installed when missing and we are root;
+# otherwise that test skips (and fails in CI).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium missing: the UI test will skip (apt-get install -y chromium)"
 
 lint: setup
 	$(PY) -m ruff check .
