@@ -311,11 +311,13 @@ def _ensure_pool(pool: str, port: int, env: dict[str, str], log: Log) -> None:
     log(f"created work pool {pool}")
 
 
-def apply_deployments(port: int, home: Path, deployments_file: Path = DEPLOYMENTS_FILE) -> None:
+def apply_deployments(
+    port: int, home: Path, deployments_file: Path = DEPLOYMENTS_FILE, log: Log = print
+) -> None:
     """Create the work pools and apply every deployment in the file (idempotent)."""
     env = stack_env(port, home)
     for pool in work_pools(deployments_file):
-        _ensure_pool(pool, port, env, lambda _line: None)
+        _ensure_pool(pool, port, env, log)
     _run_cli(
         ["--no-prompt", "deploy", "--all", "--prefect-file", str(deployments_file)],
         env,
@@ -363,7 +365,7 @@ def up(
     env = stack_env(port, home)
     pools = work_pools(deployments_file)  # a bad file fails before anything starts
     _start_server(port, home, env, log)
-    apply_deployments(port, home, deployments_file)
+    apply_deployments(port, home, deployments_file, log)
     log(f"applied the deployments in {deployments_file}")
     for pool in pools:
         _start_worker(pool, port, home, env, log)
