@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -34,34 +35,38 @@ PROMPT = [
 @dataclass
 class Result:
     label: str
-    tokens: int
-    seconds: float
+    rates: list[float]  # tokens/s of each timed request
 
     @property
     def rate(self) -> float:
-        return self.tokens / self.seconds if self.seconds else float("nan")
+        # The median: other work on a shared machine makes single requests slow at random.
+        return statistics.median(self.rates) if self.rates else float("nan")
 
 
-def measure(
-    base_url: str, model: str, label: str, tokens: int, repeats: int, logprobs: bool
-) -> Result:
+def timed_request(client: openai.OpenAI, model: str, tokens: int, logprobs: bool) -> float:
+    extra = {"logprobs": True, "top_logprobs": 1} if logprobs else {}
+    started = time.perf_counter()
+    response = client.chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=tokens, temperature=0, **extra
+    )
+    seconds = time.perf_counter() - started
+    assert response.usage is not None
+    if logprobs:
+        content = response.choices[0].logprobs
+        assert content is not None and content.content, "no log-probs returned"
+    return response.usage.completion_tokens / seconds
+
+
+def measure_pair(base_url: str, model: str, name: str, tokens: int, repeats: int) -> list[Result]:
+    """Alternate requests without and with log-probs so load drifts hit both alike."""
     client = openai.OpenAI(base_url=base_url, api_key=LOCAL_API_KEY, max_retries=0, timeout=900)
-    # Warm-up: loads pages and fills the prompt cache, as in a real run's second request.
+    # Warm-up: pages the weights in and fills the prompt cache, as in a run's later requests.
     client.chat.completions.create(model=model, messages=PROMPT, max_tokens=4, temperature=0)
-    total_tokens, total_seconds = 0, 0.0
+    plain, with_lp = Result(f"{name}, no logprobs", []), Result(f"{name}, logprobs", [])
     for _ in range(repeats):
-        extra = {"logprobs": True, "top_logprobs": 1} if logprobs else {}
-        started = time.perf_counter()
-        response = client.chat.completions.create(
-            model=model, messages=PROMPT, max_tokens=tokens, temperature=0, **extra
-        )
-        total_seconds += time.perf_counter() - started
-        assert response.usage is not None
-        total_tokens += response.usage.completion_tokens
-        if logprobs:
-            content = response.choices[0].logprobs
-            assert content is not None and content.content, "no log-probs returned"
-    return Result(label, total_tokens, total_seconds)
+        plain.rates.append(timed_request(client, model, tokens, False))
+        with_lp.rates.append(timed_request(client, model, tokens, True))
+    return [plain, with_lp]
 
 
 def llama_cpp_server(path: str, threads: int) -> tuple[subprocess.Popen[bytes], str] | None:
@@ -103,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--tokens", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     pull(args.model, install=False)
@@ -111,37 +116,23 @@ def main() -> None:
     results: list[Result] = []
     with LocalServer([name], threads=args.threads) as server:
         assert health_ok(server.base_url)
-        # Alternate the two so machine load drifts affect both alike.
-        plain, with_lp = (
-            Result("serve-local, no logprobs", 0, 0.0),
-            Result("serve-local, logprobs", 0, 0.0),
-        )
-        for _ in range(args.repeats):
-            for target, lp in ((plain, False), (with_lp, True)):
-                r = measure(server.base_url, name, target.label, args.tokens, 1, lp)
-                target.tokens += r.tokens
-                target.seconds += r.seconds
-        results += [plain, with_lp]
+        results += measure_pair(server.base_url, name, "serve-local", args.tokens, args.repeats)
     upstream = llama_cpp_server(str(path), args.threads)
     if upstream is None:
         print("llama_cpp.server: not installed (pip install 'llama-cpp-python[server]'); skipped")
     else:
         process, url = upstream
         try:
-            results.append(
-                measure(
-                    url, "bench", "llama_cpp.server, no logprobs", args.tokens, args.repeats, False
-                )
-            )
-            results.append(
-                measure(url, "bench", "llama_cpp.server, logprobs", args.tokens, args.repeats, True)
-            )
+            results += measure_pair(url, "bench", "llama_cpp.server", args.tokens, args.repeats)
         finally:
             process.terminate()
             process.wait(timeout=30)
-    print(f"model {name}, {args.threads} threads, greedy, {args.tokens} tokens x {args.repeats}")
+    print(
+        f"model {name}, {args.threads} threads, greedy, {args.tokens} tokens, {args.repeats} rounds"
+    )
     for r in results:
-        print(f"  {r.label:<32} {r.tokens:5d} tokens {r.seconds:7.2f} s  {r.rate:6.2f} tok/s")
+        each = " ".join(f"{x:.1f}" for x in r.rates)
+        print(f"  {r.label:<32} median {r.rate:6.2f} tok/s  (each: {each})")
     print(
         f"ratio serve-local logprobs / no logprobs: {results[1].rate / results[0].rate:.3f}"
         " (target >= 0.9)"
