@@ -93,6 +93,22 @@ JUDGMENTS = pa.schema(
     ]
 )
 
+# What the LLM calls of one task cost (per problem and role), for per-run accounting.
+LLM_USAGE = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # generator | evaluator | judge
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+        pa.field("retries", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("cached_tokens", pa.int64(), nullable=False),
+        pa.field("cache_hits", pa.int64(), nullable=False),  # samples served by our cache
+        pa.field("samples", pa.int64(), nullable=False),
+    ]
+)
+
 # The simulated study's design: which (K, generator, evaluator error, seed) a problem stands for.
 SIM_CONFIGS = pa.schema(
     [
@@ -149,5 +165,6 @@ STAGE_TABLES: dict[str, pa.Schema] = {
     "executions": EXECUTIONS,
     "scores": SCORES,
     "judgments": JUDGMENTS,
+    "llm_usage": LLM_USAGE,
     "sim_configs": SIM_CONFIGS,
 }

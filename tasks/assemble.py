@@ -13,6 +13,8 @@ from optfolio.schemas import SIMULATION
 from optfolio.store import RunStore
 
 SIMULATION_RESULT = "simulation/part-0.parquet"
+# Views materialized for a finished run, read by reports and by people who want files.
+RUN_OUTPUTS = ("rankings", "portfolio_sizes", "portfolios", "quality", "dataset_summary")
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -26,3 +28,26 @@ def assemble_simulation(store_root: str, run_id: str, alphas: Sequence[float]) -
         [result.column(f.name).cast(f.type) for f in SIMULATION], schema=SIMULATION
     )
     return str(store.write_file(SIMULATION_RESULT, table))
+
+
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def assemble_run(
+    store_root: str,
+    run_id: str,
+    alphas: Sequence[float],
+    sizes: Sequence[int],
+    random_draws: int,
+    seed: int,
+) -> dict[str, str]:
+    """Rankings, portfolios and quality of one run → ``<store>/assembled/<view>/run_id=…/``."""
+    store = RunStore(store_root)
+    settings = warehouse.AssemblySettings(
+        alphas=tuple(alphas), sizes=tuple(sizes), random_draws=random_draws, tie_seed=seed
+    )
+    written = {}
+    with warehouse.connect(store, [run_id], settings) as con:
+        for view in RUN_OUTPUTS:
+            table = con.sql(f"select * from {view}").to_arrow_table()
+            path = f"assembled/{view}/run_id={run_id}/part-0.parquet"
+            written[view] = str(store.write_file(path, table.drop_columns(["run_id"])))
+    return written

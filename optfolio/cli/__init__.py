@@ -31,6 +31,7 @@ def _register() -> None:
     sandbox.register(app)
     importlib.import_module("optfolio.cli.models").register(app)
     importlib.import_module("optfolio.cli.server").register(app)
+    importlib.import_module("optfolio.cli.run").register(app)
 
 
 _register()

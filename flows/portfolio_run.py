@@ -1,0 +1,139 @@
+"""Flow ``portfolio_run``: a dataset of problems in, portfolios of optimization models out.
+
+generation → sandboxed execution → evaluator scoring → judging, per problem, as retryable
+tasks that write Parquet; problems overlap (one problem's code runs in Docker while another's
+candidates are being written), at most ``concurrency`` problems in flight. Then DuckDB SQL
+assembles rankings, portfolios and their quality across the whole dataset. A re-run with the
+same run id skips every part already written and pays for no LLM call already answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, wait
+
+from optfolio.errors import OptfolioError
+from optfolio.pipeline import open_run, role_endpoints
+from optfolio.run_config import PortfolioRunParameters
+from optfolio.store import RunStore, new_run_id
+from tasks.assemble import assemble_run
+from tasks.evaluate import evaluate
+from tasks.execute import execute
+from tasks.generate import generate
+from tasks.judge import judge
+from tasks.problems import load_dataset
+
+
+@contextlib.contextmanager
+def sandbox_engine() -> Iterator[None]:
+    """A Docker engine and the sandbox image for the run (started and built only if needed)."""
+    from sandbox import engine, image
+
+    with engine.session():
+        image.build(engine.client(timeout=900), log=lambda line: None)
+        yield
+
+
+def submit_problem(
+    p: PortfolioRunParameters,
+    store_root: str,
+    run_id: str,
+    problem_id: str,
+    endpoints: dict[str, dict],
+) -> list[PrefectFuture]:
+    """One problem's chain of stages; returns the futures that end it."""
+    generated = generate.submit(
+        store_root,
+        run_id,
+        problem_id,
+        endpoints["generator"],
+        p.candidates,
+        p.generator_max_tokens,
+        p.seed,
+    )
+    executed = execute.submit(
+        store_root,
+        run_id,
+        problem_id,
+        p.sandbox.timeout_s,
+        p.sandbox.memory_mb,
+        p.sandbox.parallelism,
+        wait_for=[generated],
+    )
+    scored = evaluate.submit(
+        store_root,
+        run_id,
+        problem_id,
+        endpoints["evaluator"],
+        p.eval_samples,
+        p.review_max_tokens,
+        p.seed,
+        wait_for=[executed],
+    )
+    ends = [scored]
+    if p.judge_samples > 0:
+        ends.append(
+            judge.submit(
+                store_root,
+                run_id,
+                problem_id,
+                endpoints["judge"],
+                p.judge_samples,
+                p.review_max_tokens,
+                p.seed,
+                wait_for=[executed],
+            )
+        )
+    return ends
+
+
+@flow(name="portfolio_run", log_prints=True)
+def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str, object]:
+    """Generate, execute, evaluate and judge candidates for every problem; assemble portfolios."""
+    p = parameters or PortfolioRunParameters()
+    logger = get_run_logger()
+    store = RunStore(p.store)
+    store_root = str(store.root)
+    run_id = p.run_id or new_run_id()
+    open_run(store, run_id, p)
+    store.remove_temporaries()
+    problem_ids = load_dataset(store_root, run_id, p.dataset, p.path, p.ids, p.limit)
+    logger.info(
+        "run %s: %d problems, N=%d, m=%d", run_id, len(problem_ids), p.candidates, p.eval_samples
+    )
+
+    failed: list[str] = []
+    with sandbox_engine(), role_endpoints(p) as resolved:
+        endpoints = {role: e.model_dump() for role, e in resolved.items()}
+        in_flight: dict[str, list[PrefectFuture]] = {}
+        for number, problem_id in enumerate(problem_ids, start=1):
+            while len(in_flight) >= p.concurrency:  # bounded: at most `concurrency` problems
+                done = wait(
+                    [f for ends in in_flight.values() for f in ends], return_when="FIRST_COMPLETED"
+                ).done
+                for finished_id in [
+                    pid for pid, ends in in_flight.items() if all(f in done for f in ends)
+                ]:
+                    failed += _failures(finished_id, in_flight.pop(finished_id))
+            in_flight[problem_id] = submit_problem(p, store_root, run_id, problem_id, endpoints)
+            logger.info("submitted problem %d/%d: %s", number, len(problem_ids), problem_id)
+        for problem_id, ends in in_flight.items():
+            wait(ends)
+            failed += _failures(problem_id, ends)
+
+    outputs = assemble_run(store_root, run_id, p.alphas, p.sizes, p.random_draws, p.seed)
+    if failed:
+        raise OptfolioError(
+            f"run {run_id}: {len(failed)} of {len(problem_ids)} problems failed"
+            f" ({', '.join(failed[:5])}); re-run with run_id={run_id} to resume"
+        )
+    print(f"run {run_id} done: {Path(outputs['dataset_summary']).parent}")
+    return {"run_id": run_id, "store": store_root, "problems": len(problem_ids), "outputs": outputs}
+
+
+def _failures(problem_id: str, ends: list[PrefectFuture]) -> list[str]:
+    return [problem_id] if any(not f.state.is_completed() for f in ends) else []

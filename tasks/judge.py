@@ -1,0 +1,38 @@
+"""Stage: the judge, who also sees the ground truth, scores every valid candidate."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from optfolio.llm import judge_candidate
+from optfolio.pipeline import review_problem
+from optfolio.store import RunStore
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    cache_policy=NO_CACHE,
+    task_run_name="judge-{problem_id}",
+)
+def judge(
+    store_root: str,
+    run_id: str,
+    problem_id: str,
+    endpoint: dict,
+    m: int,
+    max_tokens: int,
+    seed: int,
+) -> str:
+    path = review_problem(
+        RunStore(store_root),
+        run_id,
+        problem_id,
+        "judge",
+        endpoint,
+        lambda client, problem, candidate, execution: judge_candidate(
+            client, problem, candidate, execution, m=m, max_tokens=max_tokens, seed=seed
+        ),
+    )
+    return str(path)
