@@ -42,9 +42,12 @@ $(LOCAL_STAMP): $(STAMP)
 	rm -f $(VENV)/.local-*
 	touch $@
 
-# The main job on the embedded defaults.
+# The main job on the embedded defaults: the portfolio pipeline on 3 problems of the shipped
+# sample (6 candidates each, 2 evaluator samples, 1 judge sample) with the local model, local
+# Docker and embedded Prefect. A fixed run id makes a repeat quick: every part is reused.
+DEMO_ARGS ?= --limit 3 --candidates 6 --eval-samples 2 --judge-samples 1 --run-id demo
 demo: setup local-model
-	$(WITH_ENGINE) $(OPTFOLIO) simulate --out $(OUT)/simulation-study
+	$(WITH_ENGINE) $(OPTFOLIO) run --store $(OUT)/demo-store $(DEMO_ARGS)
 
 simulate: setup
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study

@@ -8,6 +8,7 @@ import random
 import tempfile
 from collections import defaultdict
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -196,6 +197,19 @@ def problem_quality(problem: dict, data: dict[str, list[dict]]) -> dict[tuple, d
     return expected
 
 
+def assert_quality_matches(frame: pd.DataFrame, expected: dict[tuple, dict]) -> None:
+    """The ``quality`` view's rows equal the Python reference, row for row and column for column."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    actual = {
+        (r["problem_id"], r["evaluator"], r["basis"], r["alpha"], int(r["size"])): r
+        for r in frame.to_dict("records")
+    }
+    assert actual.keys() == expected.keys()
+    for key, want in expected.items():
+        for column, value in want.items():
+            assert close(actual[key][column], value), (key, column, actual[key][column], value)
+
+
 def close(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -225,15 +239,7 @@ def test_quality_sql_equals_python(seed: int) -> None:
         with warehouse.connect(store, settings=config) as con:
             frame = con.sql("select * from quality").df()
             summary = con.sql("select * from dataset_summary").df()
-    frame = frame.astype(object).where(frame.notna(), None)
-    actual = {
-        (r["problem_id"], r["evaluator"], r["basis"], r["alpha"], int(r["size"])): r
-        for r in frame.to_dict("records")
-    }
-    assert actual.keys() == expected.keys()
-    for key, want in expected.items():
-        for column, value in want.items():
-            assert close(actual[key][column], value), (key, column, actual[key][column], value)
+    assert_quality_matches(frame, expected)
     assert set(summary["basis"]) == {"alpha", "size"}
     assert (summary["problems"] > 0).all()
 
