@@ -7,6 +7,7 @@ import Prefect lazily, inside the command, so ``import optfolio`` stays Prefect-
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import typer
@@ -37,8 +38,15 @@ def _register() -> None:
 _register()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds every ``with``: the local model server, Docker engine leases and
+    # sandbox containers a command started are stopped, not orphaned.
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit status 2."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app(standalone_mode=False)
     except OptfolioError as error:
