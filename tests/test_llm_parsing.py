@@ -183,3 +183,14 @@ def test_cli_help_and_list(tmp_path: Path) -> None:
         assert "Usage" in result.output
     listed = runner.invoke(app, ["models", "list", "--cache-dir", str(tmp_path)])
     assert listed.exit_code == 0 and "not pulled" in listed.output
+
+
+def test_code_block_indented_inside_a_list_item_is_dedented() -> None:
+    # Qwen often writes "2. **Python Program:**" and indents the fenced block under it.
+    text = (
+        "1. **Model:** maximize 3r + 4s\n\n2. **Code:**\n\n   ```python\n   import pulp\n"
+        "   if True:\n       x = 1\n   print('STATUS:', x)\n   ```\n"
+    )
+    parsed = parse_candidate(text, "stop")
+    assert parsed.valid and parsed.solver == "pulp"
+    assert parsed.code is not None and parsed.code.startswith("import pulp\nif True:\n    x = 1")

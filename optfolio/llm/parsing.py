@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import textwrap
 from dataclasses import dataclass
 
 # Solver packages a candidate may build its model with, by the top-level module it imports.
@@ -75,7 +76,8 @@ def parse_candidate(text: str, finish_reason: str | None = None) -> ParsedCandid
             return ParsedCandidate(formulation, opened.group(2), None, False, reason)
         return ParsedCandidate(text.strip() or None, None, None, False, "no_code")
     formulation = text[:start].strip() or None
-    code = code.strip("\n")
+    # A block inside a markdown list item is indented as a whole: that is layout, not Python.
+    code = textwrap.dedent(code).strip("\n")
     try:
         tree = ast.parse(code)
     except SyntaxError as error:
