@@ -137,3 +137,29 @@ def test_local_endpoint_starts_and_stops_a_server(monkeypatch: pytest.MonkeyPatc
     remote = LLMSettings(model="gpt-x", base_url="http://127.0.0.1:9/v1")
     with local_endpoint(remote) as same:
         assert same is remote
+
+
+def test_local_server_dies_with_a_killed_run(llm_server: str) -> None:
+    # A run killed without cleanup (SIGKILL) must not leave its model server behind.
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "from optfolio.llm import LLMSettings, local_endpoint\n"
+        f"with local_endpoint(LLMSettings(model={SMOL!r})) as s:\n"
+        "    print(s.base_url, flush=True)\n"
+        "    import time; time.sleep(600)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        base_url = run.stdout.readline().strip()
+        assert health_ok(base_url)
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 30
+    while health_ok(base_url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not health_ok(base_url)

@@ -220,37 +220,40 @@ class LLMClient:
     def _fetch(
         self, messages: Messages, params: dict[str, Any], indices: list[int]
     ) -> list[Sample]:
-        samples: list[Sample] = []
+        """Samples for ``indices``, in that order."""
+        got: dict[int, Sample] = {}
         if self._native_n:
-            while len(samples) < len(indices):
-                per_request = min(self.settings.max_n_per_request, _MAX_N_PER_REQUEST)
-                want = min(len(indices) - len(samples), max(per_request, 1))
-                got = self._request(messages, params, n=want)
-                samples.extend(got)
-                if len(got) < want:
-                    if self.settings.n_mode == "native":
-                        raise LLMRequestError(
-                            f"endpoint returned {len(got)} choices for n={want}; set n_mode"
-                            " to 'auto' or 'repeat' for endpoints that ignore n"
-                        )
-                    log.info(
-                        "endpoint ignores n (got %d of %d): one request per sample now",
-                        len(got),
-                        want,
+            per_request = max(min(self.settings.max_n_per_request, _MAX_N_PER_REQUEST), 1)
+            chunks = [indices[i : i + per_request] for i in range(0, len(indices), per_request)]
+
+            # A seeded endpoint repeats a repeated request: each chunk gets the seed of its
+            # first sample (as one request per sample would), else chunks are duplicates.
+            def chunk(part: list[int]) -> list[Sample]:
+                return self._request(messages, _seeded(params, part[0]), n=len(part))
+
+            # Chunks go out together: N samples cost one request's latency, not one per chunk.
+            answers = list(self._pool.map(chunk, chunks)) if len(chunks) > 1 else [chunk(chunks[0])]
+            for part, answer in zip(chunks, answers, strict=True):
+                got.update(zip(part, answer, strict=False))
+            short = [
+                (len(a), len(p)) for p, a in zip(chunks, answers, strict=True) if len(a) < len(p)
+            ]
+            if short:
+                if self.settings.n_mode == "native":
+                    raise LLMRequestError(
+                        f"endpoint returned {short[0][0]} choices for n={short[0][1]}; set n_mode"
+                        " to 'auto' or 'repeat' for endpoints that ignore n"
                     )
-                    self._native_n = False
-                    break
-        rest = indices[len(samples) :]
+                log.info("endpoint ignores n (got %d of %d): one request per sample now", *short[0])
+                self._native_n = False
+        rest = [i for i in indices if i not in got]
         if rest:
             # One request per sample; a seed must differ per sample or all would be equal.
             def one(index: int) -> Sample:
-                p = dict(params)
-                if "seed" in p:
-                    p["seed"] = int(p["seed"]) + index
-                return self._request(messages, p, n=1)[0]
+                return self._request(messages, _seeded(params, index), n=1)[0]
 
-            samples.extend(self._pool.map(one, rest))
-        return samples
+            got.update(zip(rest, self._pool.map(one, rest), strict=True))
+        return [got[i] for i in indices]
 
     # ---- one request, retried ------------------------------------------------------------
 
@@ -344,6 +347,13 @@ class LLMClient:
             cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
         )
         return samples
+
+
+def _seeded(params: dict[str, Any], index: int) -> dict[str, Any]:
+    """Request parameters for samples starting at ``index``: the seed offset by it."""
+    if "seed" not in params or index == 0:
+        return params
+    return params | {"seed": int(params["seed"]) + index}
 
 
 def _short(text: str, limit: int = 200) -> str:

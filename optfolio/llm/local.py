@@ -86,7 +86,14 @@ class LocalServer:
         self.stop()
 
     def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
-        command = [sys.executable, "-m", "optfolio.localmodel.server", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "optfolio.localmodel.server",
+            "--port",
+            str(self.port),
+            "--exit-with-parent",
+        ]
         for model in self.models:
             command += ["--model", model]
         if self.threads:

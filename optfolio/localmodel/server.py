@@ -244,7 +244,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8088)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-ctx", type=int, default=None)
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process dies"
+    )
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        _exit_with_parent()
     threads = args.threads or int(os.environ.get("OPTFOLIO_LLM_THREADS", "0")) or None
     serve(
         args.model or ["qwen2.5-coder-1.5b"],
@@ -254,6 +259,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_ctx=args.n_ctx,
         log_level="warning",
     )
+
+
+def _exit_with_parent() -> None:
+    # A run killed without cleanup (SIGKILL, a timeout's SIGTERM) must not leave 2 GB of model
+    # and both cores busy: when our parent goes away we are re-parented, and we leave too.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 if __name__ == "__main__":
