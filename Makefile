@@ -76,6 +76,7 @@ lint: setup
 
 bench: setup local-model
 	$(PY) bench/portfolio_sql.py
+	$(PY) bench/pipeline.py
 	$(PY) bench/local_llm.py
 	$(WITH_ENGINE) $(PY) bench/sandbox.py
 

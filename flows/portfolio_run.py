@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture, as_completed, wait
 
 from optfolio.errors import OptfolioError
 from optfolio.pipeline import open_run, role_endpoints
@@ -110,13 +110,17 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
     with sandbox_engine(), role_endpoints(p) as resolved:
         endpoints = {role: e.model_dump() for role, e in resolved.items()}
         in_flight: dict[str, list[PrefectFuture]] = {}
+        ended: set[PrefectFuture] = set()
         for number, problem_id in enumerate(problem_ids, start=1):
             while len(in_flight) >= p.concurrency:  # bounded: at most `concurrency` problems
-                done = wait(
-                    [f for ends in in_flight.values() for f in ends], return_when="FIRST_COMPLETED"
-                ).done
+                # Prefect's wait() has no FIRST_COMPLETED: take the first future to end.
+                first = next(
+                    as_completed([f for fs in in_flight.values() for f in fs if f not in ended])
+                )
+                first.wait()  # records its final state for _failures
+                ended.add(first)
                 for finished_id in [
-                    pid for pid, ends in in_flight.items() if all(f in done for f in ends)
+                    pid for pid, ends in in_flight.items() if all(f in ended for f in ends)
                 ]:
                     failed += _failures(finished_id, in_flight.pop(finished_id))
             in_flight[problem_id] = submit_problem(p, store_root, run_id, problem_id, endpoints)

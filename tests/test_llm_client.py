@@ -227,4 +227,32 @@ def test_native_n_is_split_into_bounded_requests(fault_server: FaultServer) -> N
     with client_for(fault_server, [], max_n_per_request=2) as client:
         samples = client.sample(MESSAGES, n=5)
     assert len(samples) == 5
-    assert [r.get("n") for r in fault_server.requests] == [2, 2, None]
+    # The chunks go out concurrently: their order at the server is not fixed.
+    assert sorted(r.get("n") or 1 for r in fault_server.requests) == [1, 2, 2]
+
+
+def test_native_chunks_get_the_seed_of_their_first_sample(fault_server: FaultServer) -> None:
+    # A seeded endpoint (vLLM, our local server) answers a repeated request with the same
+    # samples: chunks sent with one seed would be duplicates of the first chunk.
+    with client_for(fault_server, [], max_n_per_request=2) as client:
+        client.sample(MESSAGES, n=5, seed=7)
+    sent = sorted((r["seed"], r.get("n") or 1) for r in fault_server.requests)
+    assert sent == [(7, 2), (9, 2), (11, 1)]
+
+
+def test_native_chunks_are_sent_together(fault_server: FaultServer) -> None:
+    # N samples in chunks cost one request's latency, not one per chunk (within concurrency).
+    fault_server.default = Fault(delay_s=0.3)
+    with client_for(fault_server, [], max_n_per_request=2, concurrency=4) as client:
+        samples = client.sample(MESSAGES, n=6, seed=0)
+    assert len(samples) == 6 and len(fault_server.requests) == 3
+    assert fault_server.max_in_flight == 3
+
+
+def test_chunks_an_endpoint_cut_short_are_completed_per_sample(fault_server: FaultServer) -> None:
+    fault_server.default = Fault(choices=1)  # n ignored: each chunk brings its first sample
+    with client_for(fault_server, [], max_n_per_request=2) as client:
+        samples = client.sample(MESSAGES, n=5, seed=20)
+    assert len(samples) == 5 and len(fault_server.requests) == 5  # nothing asked twice
+    # Sample i always comes from seed 20 + i, whichever request brought it.
+    assert [s.text for s in samples] == [f"answer 0 seed {20 + i}" for i in range(5)]

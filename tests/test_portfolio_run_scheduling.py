@@ -1,0 +1,43 @@
+"""The flow's bounded concurrency: more problems than slots all finish, never more in flight.
+
+Real Prefect and the real sandbox; the endpoint is the suite's fault-injecting server, whose
+answers hold no code (every candidate is ⊥), so nothing is reviewed or run in a container.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optfolio.run_config import parse_parameters
+from optfolio.store import RunStore
+from tests.plugins.llm_fixtures import Fault, FaultServer
+
+
+def test_more_problems_than_concurrency_all_finish(
+    prefect_harness: None, sandbox_image: str, fault_server: FaultServer, tmp_path: Path
+) -> None:
+    from flows.portfolio_run import portfolio_run
+
+    fault_server.default = Fault(delay_s=0.05)
+    endpoint = {"model": "m", "base_url": fault_server.base_url}
+    parameters = parse_parameters(
+        limit=3,
+        candidates=2,
+        eval_samples=1,
+        judge_samples=1,
+        generator=endpoint,
+        evaluator=endpoint,
+        judge=endpoint,
+        concurrency=1,
+        alphas=[0.5],
+        sizes=[2],
+        random_draws=2,
+        store=str(tmp_path),
+        run_id="scheduling",
+    )
+    outcome = portfolio_run(parameters)
+    assert outcome["problems"] == 3
+    candidates = RunStore(tmp_path).read("candidates", ["scheduling"]).to_pylist()
+    assert len({c["problem_id"] for c in candidates}) == 3
+    assert len(fault_server.requests) == 3  # one request of n=2 per problem
+    assert fault_server.max_in_flight == 1  # one problem at a time
