@@ -18,6 +18,9 @@ PREFECT_OFFLINE_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    # The embedded server needs ~20 s to start on a loaded 2-core machine: the default
+    # limit is that close, and a run that cannot start its server fails before any work.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
