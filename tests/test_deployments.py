@@ -1,14 +1,17 @@
-"""Deployments against a real Prefect server and worker, and the ad-hoc run from the real UI.
+"""Deployments against a real Prefect server and worker, and ad-hoc runs from the real UI.
 
 The stack comes from `prefect_stack` (tests/plugins/server_fixtures.py): the same code as
-`optfolio server up`, on a free loopback port with its own PREFECT_HOME.
+`optfolio server up`, on a free loopback port with its own PREFECT_HOME. portfolio_run's runs
+use the real Docker sandbox and the local model server the flow starts itself, with SmolLM2:
+fast, writes no useful models. These tests check the plumbing; test_pipeline_e2e.py checks
+what the pipeline computes.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,17 +20,22 @@ import httpx
 import pytest
 
 from optfolio import orchestrator
+from optfolio.pipeline import ROLES
 from optfolio.settings import REPO_ROOT
+from tests.plugins.llm_fixtures import SMOL
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.slow
 
-NIGHTLY_CRON = "0 2 * * *"
 POOL = "optfolio-process"
-RUN_TIMEOUT_S = 240.0  # a small run takes ~15 s; the machine may be busy with other builds
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def distinct(column: str) -> str:
+    """SQL: the sorted distinct values of COLUMN, as one list."""
+    return f'list(distinct "{column}" order by "{column}")'
 
 
 @dataclass(frozen=True)
@@ -35,27 +43,87 @@ class DeployedFlow:
     """A flow with `<flow>-nightly` and `<flow>-adhoc` deployments in deployments/prefect.yaml."""
 
     flow: str
-    adhoc_parameters: dict[str, Any]  # small enough to finish in seconds
+    nightly_cron: str
+    adhoc_parameters: dict[str, Any]  # small enough to finish in minutes on a busy machine
     out_parameter: str  # the parameter naming the output directory
-    parquet: str  # glob under the output directory
-    expect: dict[str, list[Any]] = field(default_factory=dict)  # column -> distinct values
+    # Parquet glob under the output directory -> {SQL aggregate over those files: its value}
+    expect: dict[str, dict[str, Any]]
+    nested_in: str | None = None  # the flow's one parameter (a pydantic model) holding the rest
+    needs: str | None = None  # a fixture its runs need on this machine (Docker, models)
+    run_timeout_s: float = 240.0  # the run itself; a small one takes ~15 s on a quiet machine
+    test_timeout_s: float = 300.0  # the test body; the shared fixtures' set-up not counted
+
+    def parameters(self, out: Path) -> dict[str, Any]:
+        """The ad-hoc run's parameters as the API takes them, writing under OUT."""
+        values = {**self.adhoc_parameters, self.out_parameter: str(out)}
+        return {self.nested_in: values} if self.nested_in else values
+
+    def form_fields(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """The fields of the UI form that hold `adhoc_parameters` (a nested model's own)."""
+        properties: dict[str, Any] = schema["properties"]
+        if self.nested_in is None:
+            return properties
+        node = properties[self.nested_in]  # `Model | None`: anyOf [{$ref}, {type: null}]
+        ref = next(option["$ref"] for option in node.get("anyOf", [node]) if "$ref" in option)
+        return schema["definitions"][ref.rsplit("/", 1)[-1]]["properties"]
 
 
-# One entry per deployed flow (portfolio_run: add its entry here).
-FLOWS = [
-    DeployedFlow(
-        flow="simulate",
-        adhoc_parameters={
-            "Ks": [10],
-            "seeds": 2,
-            "evaluator_errors": [0.0, 0.5],
-            "alpha_step": 0.1,
-        },
-        out_parameter="out",
-        parquet="simulation/*.parquet",
-        expect={"K": [10], "seed": [0, 1], "evaluator_error": [0.0, 0.5]},
-    ),
-]
+SIMULATE = DeployedFlow(
+    flow="simulate",
+    nightly_cron="0 2 * * *",
+    adhoc_parameters={"Ks": [10], "seeds": 2, "evaluator_errors": [0.0, 0.5], "alpha_step": 0.1},
+    out_parameter="out",
+    expect={
+        "simulation/*.parquet": {
+            distinct("K"): [10],
+            distinct("seed"): [0, 1],
+            distinct("evaluator_error"): [0.0, 0.5],
+        }
+    },
+)
+PORTFOLIO_RUN = DeployedFlow(
+    flow="portfolio_run",
+    nightly_cron="0 3 * * *",
+    # 1 problem of the shipped sample x 2 candidates; short answers keep it in minutes even
+    # when other work slows SmolLM2 from ~125 to a few tokens/s.
+    adhoc_parameters={
+        "limit": 1,
+        "candidates": 2,
+        "eval_samples": 1,
+        "judge_samples": 1,
+        "generator_max_tokens": 64,
+        "review_max_tokens": 64,
+        # No base_url: the flow starts the local model server and stops it afterwards.
+        **{role: {"model": SMOL} for role in ROLES},
+    },
+    out_parameter="store",
+    expect={
+        "candidates/run_id=*/*.parquet": {"count(distinct problem_id)": 1, "sum(n_samples)": 2},
+        "llm_usage/run_id=*/*.parquet": {distinct("model"): [SMOL]},
+        "assembled/dataset_summary/run_id=*/*.parquet": {"max(problems)": 1},
+    },
+    nested_in="parameters",
+    needs="portfolio_run_ready",
+    run_timeout_s=270.0,
+    test_timeout_s=350.0,  # each portfolio_run test stays under 6 minutes
+)
+FLOWS = [SIMULATE, PORTFOLIO_RUN]
+
+
+def _cases() -> list[Any]:
+    return [
+        pytest.param(
+            case, id=case.flow, marks=pytest.mark.timeout(case.test_timeout_s, func_only=True)
+        )
+        for case in FLOWS
+    ]
+
+
+@pytest.fixture
+def ready(request: pytest.FixtureRequest, case: DeployedFlow) -> None:
+    """What CASE's runs need, set up before the test body (and its time limit) starts."""
+    if case.needs:
+        request.getfixturevalue(case.needs)
 
 
 def _api(stack: orchestrator.StackStatus) -> httpx.Client:
@@ -68,13 +136,18 @@ def _deployment(api: httpx.Client, flow: str, name: str) -> dict[str, Any]:
     return response.json()
 
 
-def _wait_for_run(
-    api: httpx.Client, run_id: str, timeout_s: float = RUN_TIMEOUT_S
-) -> dict[str, Any]:
+def _wait_for_run(api: httpx.Client, run_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         run = api.get(f"/flow_runs/{run_id}").json()
-        if run["state_type"] in TERMINAL or time.monotonic() > deadline:
+        if run["state_type"] in TERMINAL:
+            return run
+        if time.monotonic() > deadline:
+            # A run left going would take the CPU from the next test's run.
+            api.post(
+                f"/flow_runs/{run_id}/set_state",
+                json={"state": {"type": "CANCELLING"}, "force": True},
+            )
             return run
         time.sleep(1.0)
 
@@ -84,19 +157,21 @@ def _worker_log(stack: orchestrator.StackStatus) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no worker log)"
 
 
-def _distinct(out: Path, case: DeployedFlow) -> dict[str, list[Any]]:
-    files = sorted(out.glob(case.parquet))
-    assert files, f"no Parquet matches {out}/{case.parquet}"
-    return {
-        column: [
-            row[0]
-            for row in duckdb.sql(
-                f'select distinct "{column}" from read_parquet(?) order by 1',
-                params=[[str(f) for f in files]],
-            ).fetchall()
-        ]
-        for column in case.expect
-    }
+def _aggregates(out: Path, case: DeployedFlow) -> dict[str, dict[str, Any]]:
+    """CASE's `expect` as computed over what the run wrote under OUT."""
+    found: dict[str, dict[str, Any]] = {}
+    for pattern, aggregates in case.expect.items():
+        files = sorted(str(f) for f in out.glob(pattern))
+        assert files, f"no Parquet matches {out}/{pattern}"
+        [row] = duckdb.sql(
+            f"select {', '.join(aggregates)} from read_parquet(?)", params=[files]
+        ).fetchall()
+        found[pattern] = dict(zip(aggregates, row, strict=True))
+    return found
+
+
+def _typed(field: dict[str, Any]) -> bool:
+    return "type" in field or "$ref" in field or any(map(_typed, field.get("anyOf", [])))
 
 
 @pytest.mark.parametrize("case", FLOWS, ids=lambda case: case.flow)
@@ -114,45 +189,58 @@ def test_deployments_are_applied(
         ]
     [schedule] = nightly["schedules"]
     assert schedule["active"]
-    assert schedule["schedule"]["cron"] == NIGHTLY_CRON
+    assert schedule["schedule"]["cron"] == case.nightly_cron
     assert schedule["schedule"]["timezone"] == "UTC"
     assert adhoc["schedules"] == []
     # The UI form is built from this schema: every small-run parameter must be a typed field.
-    properties = adhoc["parameter_openapi_schema"]["properties"]
-    assert set(case.adhoc_parameters) | {case.out_parameter} <= set(properties)
-    assert all("type" in properties[name] or "$ref" in str(properties[name]) for name in properties)
+    fields = case.form_fields(adhoc["parameter_openapi_schema"])
+    assert set(case.adhoc_parameters) | {case.out_parameter} <= set(fields)
+    assert all(_typed(fields[name]) for name in fields)
 
 
-@pytest.mark.parametrize("case", FLOWS, ids=lambda case: case.flow)
+@pytest.mark.parametrize("case", _cases())
 def test_adhoc_run_from_the_api_completes(
-    prefect_stack: orchestrator.StackStatus, case: DeployedFlow, tmp_path: Path
+    prefect_stack: orchestrator.StackStatus, case: DeployedFlow, ready: None, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    parameters = {**case.adhoc_parameters, case.out_parameter: str(out)}
+    parameters = case.parameters(out)
     with _api(prefect_stack) as api:
         adhoc = _deployment(api, case.flow, f"{case.flow}-adhoc")
         response = api.post(
             f"/deployments/{adhoc['id']}/create_flow_run", json={"parameters": parameters}
         )
         assert response.status_code == 201, response.text
-        run = _wait_for_run(api, response.json()["id"])
+        run = _wait_for_run(api, response.json()["id"], case.run_timeout_s)
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
     assert run["parameters"] == parameters
-    assert _distinct(out, case) == case.expect
+    assert _aggregates(out, case) == case.expect
 
 
 # --- the UI ---------------------------------------------------------------------------------
 
-# Generous per step (a loaded machine renders slowly), bounded as a whole: the test body is
-# cut at 3 minutes; the shared server's start-up is not counted (func_only).
+# Generous per step (a loaded machine renders slowly); each test's body is bounded as a whole.
 UI_TIMEOUT_MS = 45_000
-UI_RUN_TIMEOUT_S = 100.0
+
+
+def _field(scope: Page | Locator, label: str) -> Locator:
+    """The form field labelled LABEL: its label row, then its `fieldset` of inputs (for a
+    nested model, the model's own fields)."""
+    return scope.locator(f"div:has(> div > div > label:text-is('{label}'))").first
+
+
+def _fill(scope: Page | Locator, label: str, value: str, tab: str | None = None) -> None:
+    """Type VALUE into field LABEL. A `X | None` field shows type tabs (e.g. int | None) and
+    its label points at the tabs, not the input: pick TAB first, then its input."""
+    box = _field(scope, label)
+    if tab is not None:
+        box.get_by_role("tab", name=tab, exact=True).click()
+    box.locator("fieldset").first.locator("input, textarea").first.fill(value)
 
 
 def _delete_list_items(page: Page, label: str, keep: list[str]) -> None:
     """Delete the items of the array field LABEL whose value is not in KEEP, via each
     item's menu (⋮ → Delete), the way a user would."""
-    field_box = page.locator(f"div:has(> div > div > label:text-is('{label}'))").first
+    field_box = _field(page, label)
     items = field_box.locator("fieldset input")
     for index in reversed(range(items.count())):
         if items.nth(index).input_value() in keep:
@@ -162,42 +250,52 @@ def _delete_list_items(page: Page, label: str, keep: list[str]) -> None:
     assert [items.nth(i).input_value() for i in range(items.count())] == keep
 
 
-@pytest.mark.timeout(180, func_only=True)
-def test_adhoc_run_from_the_ui(
+def _open_custom_run(page: Page, ui: str, deployment: str, run_name: str) -> None:
+    """Deployments → DEPLOYMENT → Run → Custom run, and name the run."""
+    page.goto(f"{ui}/deployments", wait_until="domcontentloaded")
+    page.get_by_role("link", name=deployment, exact=True).first.click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Custom run").click()
+    page.get_by_text("Parameters", exact=True).wait_for()
+    page.get_by_label("Run Name").fill(run_name)
+
+
+def _submit_and_wait(
+    page: Page, stack: orchestrator.StackStatus, run_name: str, timeout_s: float, shots: Path
+) -> dict[str, Any]:
+    """Submit the form; wait for the run the form created; show it in the UI."""
+    page.screenshot(path=str(shots / "ui-custom-run-form.png"), full_page=True)
+    page.get_by_role("button", name="Submit", exact=True).click()
+    # The run as the server recorded it: created by the form, not by this test.
+    with _api(stack) as api:
+        run = _wait_for_run(api, _find_run_by_name(api, run_name)["id"], timeout_s)
+    # ... and as the UI shows it.
+    page.goto(f"{stack.ui_url}/runs/flow-run/{run['id']}", wait_until="domcontentloaded")
+    page.get_by_text(run_name, exact=True).first.wait_for()
+    page.get_by_text("Completed", exact=True).first.wait_for()
+    page.screenshot(path=str(shots / "ui-flow-run-completed.png"))
+    return run
+
+
+@pytest.mark.timeout(SIMULATE.test_timeout_s, func_only=True)
+def test_simulate_adhoc_run_from_the_ui(
     prefect_stack: orchestrator.StackStatus, chromium: Browser, tmp_path: Path
 ) -> None:
-    """Deployments → simulate-adhoc → Run → Custom run, change fields, Submit; the run
-    completes and its Parquet holds exactly what the form said."""
+    """simulate-adhoc → Custom run, change fields, Submit; the run completes and its Parquet
+    holds exactly what the form said."""
     out = tmp_path / "ui-out"
     run_name = f"ui-test-{uuid.uuid4().hex[:8]}"
-    ui = prefect_stack.ui_url
     context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     try:
-        page.goto(f"{ui}/deployments", wait_until="domcontentloaded")
-        page.get_by_role("link", name="simulate-adhoc", exact=True).first.click()
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Custom run").click()
-        page.get_by_text("Parameters", exact=True).wait_for()
-
-        page.get_by_label("Run Name").fill(run_name)
+        _open_custom_run(page, prefect_stack.ui_url, "simulate-adhoc", run_name)
         page.get_by_label("out (Optional)").fill(str(out))
         page.get_by_label("seeds (Optional)").fill("2")
         page.get_by_label("alpha_step (Optional)").fill("0.1")
         _delete_list_items(page, "Ks (Optional)", keep=["10"])
         _delete_list_items(page, "evaluator_errors (Optional)", keep=["0", "0.5"])
-        page.screenshot(path=str(tmp_path / "ui-custom-run-form.png"), full_page=True)
-        page.get_by_role("button", name="Submit", exact=True).click()
-
-        # The run as the server recorded it: created by the form, not by this test.
-        with _api(prefect_stack) as api:
-            run = _wait_for_run(api, _find_run_by_name(api, run_name)["id"], UI_RUN_TIMEOUT_S)
-        # ... and as the UI shows it.
-        page.goto(f"{ui}/runs/flow-run/{run['id']}", wait_until="domcontentloaded")
-        page.get_by_text(run_name, exact=True).first.wait_for()
-        page.get_by_text("Completed", exact=True).first.wait_for()
-        page.screenshot(path=str(tmp_path / "ui-flow-run-completed.png"))
+        run = _submit_and_wait(page, prefect_stack, run_name, SIMULATE.run_timeout_s, tmp_path)
     finally:
         page.screenshot(path=str(tmp_path / "ui-last-page.png"), full_page=True)
         context.close()
@@ -206,7 +304,52 @@ def test_adhoc_run_from_the_ui(
     assert run["parameters"]["seeds"] == 2
     assert run["parameters"]["Ks"] == [10]
     assert run["parameters"]["evaluator_errors"] == [0, 0.5]
-    assert _distinct(out, FLOWS[0]) == {"K": [10], "seed": [0, 1], "evaluator_error": [0.0, 0.5]}
+    assert _aggregates(out, SIMULATE) == SIMULATE.expect
+
+
+@pytest.mark.timeout(PORTFOLIO_RUN.test_timeout_s, func_only=True)
+def test_portfolio_run_adhoc_run_from_the_ui(
+    prefect_stack: orchestrator.StackStatus,
+    chromium: Browser,
+    portfolio_run_ready: None,
+    tmp_path: Path,
+) -> None:
+    """portfolio_run-adhoc → Custom run: the flow's one parameter is a pydantic model, so the
+    form nests its fields (and each role's endpoint one level deeper); Submit; the run
+    completes in the worker, with the local model server and Docker, and writes Parquet."""
+    store = tmp_path / "ui-store"
+    run_name = f"ui-test-{uuid.uuid4().hex[:8]}"
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        _open_custom_run(page, prefect_stack.ui_url, "portfolio_run-adhoc", run_name)
+        # Labels are the pydantic titles; every field of the nested model is "(Optional)".
+        _fill(page, "Store (Optional)", str(store))
+        _fill(page, "Limit (Optional)", "1", tab="int")
+        _fill(page, "Candidates (Optional)", "2")
+        _fill(page, "Eval Samples (Optional)", "1")
+        _fill(page, "Judge Samples (Optional)", "1")
+        _fill(page, "Generator Max Tokens (Optional)", "64")
+        _fill(page, "Review Max Tokens (Optional)", "64")
+        for role in ROLES:  # three "Model" fields: each is reached through its role's box
+            _fill(_field(page, f"{role.title()} (Optional)"), "Model (Optional)", SMOL)
+        run = _submit_and_wait(page, prefect_stack, run_name, PORTFOLIO_RUN.run_timeout_s, tmp_path)
+        page.get_by_role("tab", name="Parameters", exact=True).click()
+        page.get_by_text(str(store)).first.wait_for()  # the run's own (nested) parameters
+        page.screenshot(path=str(tmp_path / "ui-flow-run-parameters.png"), full_page=True)
+    finally:
+        page.screenshot(path=str(tmp_path / "ui-last-page.png"), full_page=True)
+        context.close()
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
+    submitted = run["parameters"]["parameters"]
+    assert {name: submitted[name] for name in PORTFOLIO_RUN.adhoc_parameters} == {
+        **PORTFOLIO_RUN.adhoc_parameters,
+        # The form sends every field of a nested model; base_url stays empty (null).
+        **{role: {"model": SMOL, "base_url": None, "timeout_s": None} for role in ROLES},
+    }
+    assert submitted["store"] == str(store)
+    assert _aggregates(store, PORTFOLIO_RUN) == PORTFOLIO_RUN.expect
 
 
 def _find_run_by_name(api: httpx.Client, name: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ The stack is started by the same code as `optfolio server up`, once per session,
 loopback port with its own home (PREFECT_HOME, SQLite, logs) under pytest's tmp dir.
 Chromium is Debian's (/usr/bin/chromium) driven by Playwright; Playwright's own browser
 download never runs. Outside CI a missing browser skips the UI test; in CI it fails.
+`portfolio_run_ready` stands for what the worker's portfolio_run needs (Docker, the sandbox
+image, the local models); the stack's worker never inherits `$OPENAI_BASE_URL`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from optfolio import orchestrator
+from tests.plugins.llm_fixtures import _require_local_models as require_local_models
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -46,7 +49,11 @@ def _free_port() -> int:
 def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[orchestrator.StackStatus]:
     home = tmp_path_factory.mktemp("prefect-stack")
     try:
-        state = orchestrator.up(port=_free_port(), home=home, log=lambda _line: None)
+        with pytest.MonkeyPatch.context() as env:
+            # The worker inherits this environment: an endpoint from the developer's shell
+            # would take the runs' LLM calls away from the embedded local model server.
+            env.delenv("OPENAI_BASE_URL", raising=False)
+            state = orchestrator.up(port=_free_port(), home=home, log=lambda _line: None)
     except BaseException:
         orchestrator.down(home, log=lambda _line: None)  # whatever did start
         raise
@@ -54,6 +61,13 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[orchestr
         yield state
     finally:
         orchestrator.down(home, log=lambda _line: None)
+
+
+@pytest.fixture(scope="session")
+def portfolio_run_ready(sandbox_image: str) -> None:
+    """What the worker's portfolio_run needs here: the Docker engine and sandbox image (built
+    now, outside any test's time limit) and the pulled local models (CI: missing fails)."""
+    require_local_models()
 
 
 def _unavailable(reason: str) -> None:
