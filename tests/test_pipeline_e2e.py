@@ -23,6 +23,10 @@ from optfolio.store import RunStore, part_name
 from tests.plugins.llm_fixtures import QWEN, SMOL
 from tests.test_quality_sql import assert_quality_matches, python_quality
 
+# The module's run makes ~40 real model calls on CPU: minutes on a quiet machine, more on a
+# busy one; the whole run counts against the first test that uses it.
+pytestmark = pytest.mark.timeout(2400)
+
 RUN = "e2e"
 CANARY_KEY = "sk-canary-0123456789-never-store-me"
 STATUSES = {"ok", "error", "timeout", "oom", "output_limit", "skipped"}
