@@ -97,14 +97,15 @@ def synthetic_run(rng: random.Random, problems: int) -> dict[str, list[dict]]:
                     }
                 )
                 if rng.random() > 0.1:
-                    score = rng.randint(1, 100)
+                    # an unparseable judge reply keeps a null score
+                    score = None if rng.random() < 0.1 else rng.randint(1, 100)
                     data["judgments"].append(
                         {
                             "problem_id": pid,
                             "candidate_id": cid,
                             "sample_index": sample,
-                            "score": float(score),
-                            "normalized_score": (score - 1) / 99,
+                            "score": None if score is None else float(score),
+                            "normalized_score": None if score is None else (score - 1) / 99,
                         }
                     )
     return data
@@ -128,7 +129,12 @@ def problem_quality(problem: dict, data: dict[str, list[dict]]) -> dict[tuple, d
     for j in data["judgments"]:
         if j["problem_id"] == pid:
             judge[j["candidate_id"]].append(j["normalized_score"])
-    judge_score = {c: sum(v) / len(v) for c, v in judge.items()}
+    # an unparseable judge reply has a null score: ignored, as SQL's avg ignores nulls
+    judge_score = {
+        c: sum(present) / len(present)
+        for c, v in judge.items()
+        if (present := [x for x in v if x is not None])
+    }
     correct = {
         r["candidate_id"]: is_correct(objective[r["candidate_id"]], truth, r["valid"]) for r in rows
     }
