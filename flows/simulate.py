@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from optfolio.simulation import GENERATORS, GeneratorKind, StudyDesign
 from tasks.assemble import assemble_simulation
@@ -52,4 +53,9 @@ def simulate(
     result_path = assemble_simulation(store_root, run_id, list(design.alphas))
     figures = draw_simulation_figures(result_path, str(Path(store_root) / "figures"))
     print(f"results: {result_path}")
-    return {"run_id": run_id, "results": result_path, "figures": figures}
+    return {
+        "run_id": run_id,
+        "results": result_path,
+        "figures": figures,
+        "flow_run_name": flow_run.name,
+    }

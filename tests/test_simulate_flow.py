@@ -23,15 +23,14 @@ CONTRACT_COLUMNS = [
 
 def test_flow_runs_under_the_prefect_harness(prefect_harness, tmp_path: Path) -> None:
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.simulate import simulate
 
-    state = simulate(
-        out=str(tmp_path), Ks=[10, 20], evaluator_errors=[0.0, 0.5], seeds=3, return_state=True
-    )
-    assert state.is_completed()
-    outcome = state.result()
+    # Called plainly (no return_state): the sync flow returns its value whatever event loop
+    # an earlier test (Playwright's sync API) left in this thread.
+    outcome = simulate(out=str(tmp_path), Ks=[10, 20], evaluator_errors=[0.0, 0.5], seeds=3)
     table = pq.read_table(outcome["results"])
     assert table.num_rows == 2 * 4 * 2 * 3 * 51
     assert [Path(f).name for f in outcome["figures"]] == [
@@ -39,19 +38,20 @@ def test_flow_runs_under_the_prefect_harness(prefect_harness, tmp_path: Path) ->
     ]
     assert all(Path(f).stat().st_size > 10_000 for f in outcome["figures"])
 
-    async def task_states():
-        async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-                )
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[outcome["flow_run_name"]])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        assert run.state is not None and run.state.is_completed()
+        names = sorted(
+            r.name
+            for r in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run.name]))
             )
-            artifacts = await client.read_artifacts()
-            return sorted(r.name for r in runs), [a.key for a in artifacts]
-
-    import asyncio
-
-    names, artifact_keys = asyncio.run(task_states())
+        )
+        artifact_keys = [a.key for a in client.read_artifacts()]
     assert {"simulate-K10", "simulate-K20"} <= set(names)
     assert "simulation-figures" in artifact_keys
 
