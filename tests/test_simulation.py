@@ -131,13 +131,7 @@ def test_simulation_is_reproducible() -> None:
 
 
 def test_results_match_the_cli_contract_columns(results: pd.DataFrame) -> None:
-    assert list(results.columns) == [
-        "K",
-        "generator",
-        "evaluator_error",
-        "seed",
-        "alpha",
-        "portfolio_size",
-        "coverage",
-    ]
+    from tests.test_simulate_flow import CONTRACT_COLUMNS
+
+    assert list(results.columns) == CONTRACT_COLUMNS
     assert set(results["generator"]) == {"aligned", "weakly_aligned", "uniform", "misaligned"}
