@@ -264,11 +264,25 @@ def _submit_and_wait(
     page: Page, stack: orchestrator.StackStatus, run_name: str, timeout_s: float, shots: Path
 ) -> dict[str, Any]:
     """Submit the form; wait for the run the form created; show it in the UI."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.screenshot(path=str(shots / "ui-custom-run-form.png"), full_page=True)
-    page.get_by_role("button", name="Submit", exact=True).click()
-    # The run as the server recorded it: created by the form, not by this test.
+    form_url = page.url
     with _api(stack) as api:
-        run = _wait_for_run(api, _find_run_by_name(api, run_name)["id"], timeout_s)
+        for attempt in range(2):
+            page.get_by_role("button", name="Submit", exact=True).click()
+            # On success the form creates the run, toasts and routes back to the deployment.
+            try:
+                page.wait_for_url(lambda url: url != form_url, timeout=UI_TIMEOUT_MS)
+                break
+            except PlaywrightTimeout:
+                page.screenshot(path=str(shots / f"ui-submit-{attempt}.png"), full_page=True)
+                # A click swallowed by a closing menu leaves the form as it was and no run:
+                # submit again. A run that exists, or an inline validation error, is final.
+                if _runs_named(api, run_name) or page.locator(".p-message--error").count():
+                    break
+        # The run as the server recorded it: created by the form, not by this test.
+        run = _wait_for_run(api, _find_run_by_name(api, run_name, page)["id"], timeout_s)
     # ... and as the UI shows it.
     page.goto(f"{stack.ui_url}/runs/flow-run/{run['id']}", wait_until="domcontentloaded")
     page.get_by_text(run_name, exact=True).first.wait_for()
@@ -352,13 +366,20 @@ def test_portfolio_run_adhoc_run_from_the_ui(
     assert _aggregates(store, PORTFOLIO_RUN) == PORTFOLIO_RUN.expect
 
 
-def _find_run_by_name(api: httpx.Client, name: str) -> dict[str, Any]:
+def _runs_named(api: httpx.Client, name: str) -> list[dict[str, Any]]:
+    return api.post(
+        "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}, "limit": 2}
+    ).json()
+
+
+def _find_run_by_name(api: httpx.Client, name: str, page: Page) -> dict[str, Any]:
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
-        runs = api.post(
-            "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}, "limit": 1}
-        ).json()
+        runs = _runs_named(api, name)
         if runs:
+            assert len(runs) == 1, f"the form created {len(runs)} runs named {name!r}"
             return runs[0]
         time.sleep(0.5)
-    raise AssertionError(f"the UI created no flow run named {name!r}")
+    # Say what the page showed instead (a validation message or an error toast).
+    shown = page.locator("body").inner_text()[-1500:]
+    raise AssertionError(f"the UI created no flow run named {name!r}; page at {page.url}:\n{shown}")
