@@ -14,6 +14,8 @@ pytest_plugins: list[str] = [
     "tests.plugins.llm_fixtures",
     "tests.plugins.sandbox_fixtures",
     "tests.plugins.server_fixtures",
+    "tests.plugins.second_engine",
+    "tests.plugins.run_fixtures",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
