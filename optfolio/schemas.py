@@ -120,6 +120,23 @@ SIM_CONFIGS = pa.schema(
     ]
 )
 
+# A reviewer's decision for one problem of a finished run: one candidate of the portfolio at
+# ``alpha`` chosen, or the whole portfolio rejected with a comment. One part per problem, so
+# deciding again replaces the earlier decision.
+DECISIONS = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("alpha", pa.float64(), nullable=False),  # the portfolio the reviewer saw
+        pa.field("evaluator", pa.string(), nullable=False),  # llm | generator: its ranking
+        pa.field("decision", pa.string(), nullable=False),  # chosen | rejected
+        pa.field("candidate_id", pa.string()),  # the chosen member; null when rejected
+        pa.field("comment", pa.string(), nullable=False),  # required when rejected
+        pa.field("reviewer", pa.string(), nullable=False),
+        pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # ui (a paused review flow) | cli
+    ]
+)
+
 # ---- assembled by sql/ -------------------------------------------------------------------
 
 RANKINGS = pa.schema(
@@ -167,4 +184,5 @@ STAGE_TABLES: dict[str, pa.Schema] = {
     "judgments": JUDGMENTS,
     "llm_usage": LLM_USAGE,
     "sim_configs": SIM_CONFIGS,
+    "decisions": DECISIONS,
 }

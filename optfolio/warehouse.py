@@ -21,9 +21,13 @@ from optfolio.schemas import RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
 from optfolio.store import RunStore
 
-# Stage tables appear under their own names, except candidates: the user-facing
-# ``candidates`` view adds the probability p on top of ``stored_candidates``.
-STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {"candidates": "stored_candidates"}
+# Stage tables appear under their own names, except candidates and decisions: the user-facing
+# ``candidates`` view adds the probability p on top of ``stored_candidates``, and
+# ``decisions`` adds the chosen candidate's outcome on top of ``stored_decisions``.
+STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {
+    "candidates": "stored_candidates",
+    "decisions": "stored_decisions",
+}
 
 
 # sql/ files in dependency order; each becomes a view of the same name.
@@ -40,6 +44,8 @@ ASSEMBLY_VIEWS: tuple[str, ...] = (
     "problem_baselines",
     "quality",
     "dataset_summary",
+    "review_members",
+    "decisions",
 )
 
 

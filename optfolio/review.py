@@ -1,0 +1,342 @@
+"""Reviewing a finished run: each problem's portfolio as a person sees it, and their decision.
+
+A reviewer looks at one problem's portfolio at a chosen α (the members, best-ranked first, with
+formulation, code, how the code ran, the evaluator's and the judge's scores and, where the
+truth is known, correctness) and either chooses one member or rejects them all with a comment.
+Decisions are the ``decisions`` table, one part per (run, problem): deciding again replaces the
+earlier decision. The ``review`` flow asks in the Prefect UI, ``optfolio review`` in a shell;
+both go through :func:`make_decision`, so both refuse the same things.
+
+Portfolios are computed by the ``review_members`` view with the run's own tie-break seed, so
+they are the portfolios the run reported, for any α in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from optfolio import warehouse
+from optfolio.errors import InputError
+from optfolio.portfolio import check_alpha
+from optfolio.schemas import DECISIONS
+from optfolio.store import RunStore, part_name
+
+Evaluator = Literal["llm", "generator"]
+EVALUATORS: tuple[str, ...] = ("llm", "generator")
+Source = Literal["ui", "cli"]
+SOURCES: tuple[str, ...] = ("ui", "cli")
+DEFAULT_ALPHA = 0.5
+# The form's choice that rejects every member; candidate ids start with "c-", never a space.
+REJECT_ALL = "reject all"
+OUTPUT_TAIL_CHARS = 1500  # of stdout/stderr shown per member; the store keeps the whole output
+
+
+@dataclass(frozen=True)
+class ReviewMember:
+    """One portfolio member as the reviewer sees it."""
+
+    candidate_id: str
+    rank: int  # 1 = best under the evaluator
+    p: float
+    n_samples: int
+    formulation: str | None
+    code: str | None
+    solver: str | None
+    execution_status: str | None
+    solver_status: str | None
+    objective: float | None
+    runtime_s: float | None
+    stdout: str | None
+    stderr: str | None
+    evaluator_score: float | None  # mean of the samples, 1..100
+    evaluator_scores: tuple[float | None, ...]
+    judge_score: float | None  # mean normalized, 0..1
+    correct: bool | None  # None: no ground truth
+
+
+@dataclass(frozen=True)
+class ProblemReview:
+    """One problem's portfolio at ``alpha`` under ``evaluator``."""
+
+    run_id: str
+    problem_id: str
+    description: str
+    objective_truth: float | None
+    alpha: float
+    evaluator: str
+    target_reached: bool
+    members: tuple[ReviewMember, ...]
+
+    @property
+    def member_ids(self) -> list[str]:
+        return [member.candidate_id for member in self.members]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A ``decisions`` row (``run_id`` is the part's path, as in every stage table)."""
+
+    run_id: str
+    problem_id: str
+    alpha: float
+    evaluator: str
+    decision: Literal["chosen", "rejected"]
+    candidate_id: str | None
+    comment: str
+    reviewer: str
+    decided_at: datetime
+    source: str
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DECISIONS.names}
+
+
+# ---- reading portfolios ----------------------------------------------------------------------
+
+
+def run_tie_seed(store: RunStore, run_id: str) -> int:
+    """The tie-break seed the run assembled its portfolios with (its ``seed`` parameter)."""
+    from optfolio.pipeline import manifest_path
+
+    path = manifest_path(store, run_id)
+    if not path.is_file():
+        return 0  # runs written without a manifest (simulations, tests) use the default
+    return int(json.loads(path.read_text())["parameters"].get("seed", 0))
+
+
+def load_reviews(
+    store: RunStore,
+    run_id: str,
+    alpha: float = DEFAULT_ALPHA,
+    evaluator: str = "llm",
+    problem_ids: Sequence[str] | None = None,
+) -> list[ProblemReview]:
+    """Every (or each named) problem's portfolio of a finished run, in problem order."""
+    check_alpha(alpha)
+    if evaluator not in EVALUATORS:
+        raise InputError(f"evaluator {evaluator!r}: use one of {', '.join(EVALUATORS)}")
+    if run_id not in store.runs("problems"):
+        known = ", ".join(store.runs("problems")) or "none"
+        raise InputError(f"run {run_id!r}: not in store {store.root} (runs: {known})")
+    settings = warehouse.AssemblySettings(alphas=(alpha,), tie_seed=run_tie_seed(store, run_id))
+    with warehouse.connect(store, [run_id], settings) as con:
+        problems = con.sql(
+            "select problem_id, description, objective_truth from problems order by problem_id"
+        ).to_arrow_table()
+        members = con.sql(
+            "select * from review_members where evaluator = ? order by problem_id, rank",
+            params=[evaluator],
+        ).to_arrow_table()
+    wanted = list(problems.column("problem_id").to_pylist())
+    if problem_ids is not None:
+        unknown = [p for p in problem_ids if p not in wanted]
+        if unknown:
+            raise InputError(f"run {run_id!r}: no problem(s) {', '.join(map(repr, unknown))}")
+        wanted = list(dict.fromkeys(problem_ids))
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for row in members.to_pylist():
+        by_problem.setdefault(row["problem_id"], []).append(row)
+    texts = {row["problem_id"]: row for row in problems.to_pylist()}
+    reviews = []
+    for problem_id in wanted:
+        rows = by_problem.get(problem_id, [])
+        reviews.append(
+            ProblemReview(
+                run_id=run_id,
+                problem_id=problem_id,
+                description=texts[problem_id]["description"],
+                objective_truth=texts[problem_id]["objective_truth"],
+                alpha=alpha,
+                evaluator=evaluator,
+                # no valid candidate: an empty portfolio, which can only be rejected
+                target_reached=bool(rows and rows[0]["target_reached"]),
+                members=tuple(_member(row) for row in rows),
+            )
+        )
+    return reviews
+
+
+def _member(row: dict[str, Any]) -> ReviewMember:
+    return ReviewMember(
+        candidate_id=row["candidate_id"],
+        rank=int(row["rank"]),
+        p=float(row["p"]),
+        n_samples=int(row["n_samples"]),
+        formulation=row["formulation"],
+        code=row["code"],
+        solver=row["solver"],
+        execution_status=row["execution_status"],
+        solver_status=row["solver_status"],
+        objective=row["objective"],
+        runtime_s=row["runtime_s"],
+        stdout=row["stdout"],
+        stderr=row["stderr"],
+        evaluator_score=row["evaluator_score"],
+        evaluator_scores=tuple(row["evaluator_scores"] or ()),
+        judge_score=row["judge_score"],
+        correct=row["correct"],
+    )
+
+
+# ---- decisions -------------------------------------------------------------------------------
+
+
+def make_decision(
+    review: ProblemReview,
+    choice: str | None,
+    comment: str = "",
+    reviewer: str = "",
+    source: str = "cli",
+    decided_at: datetime | None = None,
+) -> Decision:
+    """A valid decision on REVIEW: CHOICE is a member's candidate id, or None / ``REJECT_ALL``
+    to reject every member, which needs a comment saying why."""
+    where = f"run {review.run_id!r}, problem {review.problem_id!r}"
+    if source not in SOURCES:
+        raise InputError(f"{where}: source {source!r}: use one of {', '.join(SOURCES)}")
+    comment = (comment or "").strip()
+    reviewer = (reviewer or "").strip() or "anonymous"
+    rejected = choice is None or choice.strip() == REJECT_ALL
+    if rejected and not comment:
+        raise InputError(f"{where}: comment: say why the portfolio is rejected")
+    if not rejected and choice not in review.member_ids:
+        members = ", ".join(review.member_ids) or "none"
+        raise InputError(
+            f"{where}: candidate {choice!r} is not in the portfolio at alpha={review.alpha:g}"
+            f" (members: {members})"
+        )
+    return Decision(
+        run_id=review.run_id,
+        problem_id=review.problem_id,
+        alpha=review.alpha,
+        evaluator=review.evaluator,
+        decision="rejected" if rejected else "chosen",
+        candidate_id=None if rejected else choice,
+        comment=comment,
+        reviewer=reviewer,
+        decided_at=decided_at or datetime.now(UTC),
+        source=source,
+    )
+
+
+def write_decision(store: RunStore, decision: Decision) -> Path:
+    """Write (or replace) the problem's decision, atomically."""
+    table = pa.Table.from_pylist([decision.row()], schema=DECISIONS)
+    return store.write_part("decisions", decision.run_id, part_name(decision.problem_id), table)
+
+
+def decided_problems(store: RunStore, run_id: str) -> set[str]:
+    """Problems of RUN_ID that already have a decision."""
+    return set(store.read("decisions", [run_id]).column("problem_id").to_pylist())
+
+
+def read_decisions(store: RunStore, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The ``decisions`` view (decision and the chosen candidate's outcome), oldest first."""
+    with warehouse.connect(store, None if run_id is None else [run_id]) as con:
+        return (
+            con.sql("select * from decisions order by decided_at, problem_id")
+            .to_arrow_table()
+            .to_pylist()
+        )
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def artifact_key(run_id: str, problem_id: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) stable per (run, problem)."""
+    return "-".join(["review", _key_slug(run_id), _key_slug(problem_id)])
+
+
+def _key_slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+    # two ids that differ only in case or punctuation would share a slug: keep them apart
+    return slug if slug == text else f"{slug}-{part_name(text)[-6:]}"
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _correct(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _tail(text: str | None) -> str:
+    text = (text or "").rstrip()
+    return text if len(text) <= OUTPUT_TAIL_CHARS else "…" + text[-OUTPUT_TAIL_CHARS:]
+
+
+def summary_markdown(review: ProblemReview) -> str:
+    """A compact table of the members: the form's description in the UI, the CLI's listing."""
+    truth = _number(review.objective_truth, 6) if review.objective_truth is not None else "unknown"
+    reached = "yes" if review.target_reached else "no"
+    lines = [
+        f"**{review.problem_id}**: portfolio of {len(review.members)} at α = {review.alpha:g}"
+        f" ({review.evaluator} evaluator; 1 − α reached: {reached});"
+        f" known optimum: {truth}",
+        "",
+        "| rank | candidate | p | run | objective | evaluator (1-100) | judge (0-1) | correct |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in review.members:
+        lines.append(
+            f"| {m.rank} | `{m.candidate_id}` | {_number(m.p, 3)} | {m.execution_status or '–'}"
+            f" | {_number(m.objective, 6)} | {_number(m.evaluator_score, 1)}"
+            f" | {_number(m.judge_score, 2)} | {_correct(m.correct)} |"
+        )
+    if not review.members:
+        lines.append("| – | no valid candidate: reject with a comment | | | | | | |")
+    return "\n".join(lines)
+
+
+def review_markdown(review: ProblemReview) -> str:
+    """The whole portfolio of one problem, for the Prefect artifact."""
+    parts = [
+        f"# Review: {review.problem_id} (run {review.run_id})",
+        "",
+        "## Problem",
+        "",
+        review.description,
+        "",
+        summary_markdown(review),
+    ]
+    for m in review.members:
+        samples = ", ".join(_number(s, 1) for s in m.evaluator_scores) or "none"
+        parts += [
+            "",
+            f"## #{m.rank} `{m.candidate_id}`",
+            "",
+            f"p = {_number(m.p, 4)}, sampled {m.n_samples}×; solver {m.solver or '–'};"
+            f" run: {m.execution_status or '–'} (solver status {m.solver_status or '–'},"
+            f" objective {_number(m.objective, 6)}, {_number(m.runtime_s, 2)} s);"
+            f" evaluator {_number(m.evaluator_score, 1)} (samples {samples});"
+            f" judge {_number(m.judge_score, 2)}; correct: {_correct(m.correct)}",
+            "",
+            "**Formulation**",
+            "",
+            (m.formulation or "(none)").strip(),
+            "",
+            "**Code**",
+            "",
+            "```python",
+            (m.code or "").rstrip(),
+            "```",
+            "",
+            "**Output** (stdout, then stderr; tails)",
+            "",
+            "```text",
+            _tail(m.stdout) or "(empty)",
+            "```",
+        ]
+        if (m.stderr or "").strip():
+            parts += ["", "```text", _tail(m.stderr), "```"]
+    return "\n".join(parts) + "\n"
