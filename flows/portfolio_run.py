@@ -23,6 +23,7 @@ from optfolio.store import RunStore, new_run_id
 from tasks.assemble import assemble_run
 from tasks.evaluate import evaluate
 from tasks.execute import execute
+from tasks.figures import draw_run_figures
 from tasks.generate import generate
 from tasks.judge import judge
 from tasks.problems import load_dataset
@@ -130,13 +131,20 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
             failed += _failures(problem_id, ends)
 
     outputs = assemble_run(store_root, run_id, p.alphas, p.sizes, p.random_draws, p.seed)
+    figures = draw_run_figures(store_root, run_id)
     if failed:
         raise OptfolioError(
             f"run {run_id}: {len(failed)} of {len(problem_ids)} problems failed"
             f" ({', '.join(failed[:5])}); re-run with run_id={run_id} to resume"
         )
     print(f"run {run_id} done: {Path(outputs['dataset_summary']).parent}")
-    return {"run_id": run_id, "store": store_root, "problems": len(problem_ids), "outputs": outputs}
+    return {
+        "run_id": run_id,
+        "store": store_root,
+        "problems": len(problem_ids),
+        "outputs": outputs,
+        "figures": figures,
+    }
 
 
 def _failures(problem_id: str, ends: list[PrefectFuture]) -> list[str]:

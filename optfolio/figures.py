@@ -4,6 +4,7 @@ size against 1 − α, one line per evaluator error, with 95% confidence bands o
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -82,3 +83,277 @@ def plot_simulation(results: pd.DataFrame, out_dir: Path) -> list[Path]:
 def png_data_uri(path: Path) -> str:
     """A PNG as a data: URI, so markdown artifacts show it offline (file:// URLs do not)."""
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+# ---- figures of a portfolio run (paper Fig. 5 and the α sweeps) --------------------------
+
+EVALUATOR_LABELS = {"llm": "LLM evaluator", "generator": "generator as evaluator"}
+EVALUATOR_COLORS = {"llm": "tab:blue", "generator": "tab:green"}
+RANDOM_COLOR = "tab:orange"
+SCORE_AXIS = np.linspace(-0.05, 1.05, 221)  # normalized judge scores lie in [0, 1]
+
+
+def fig5_mean_lines(fixed_size: pd.DataFrame) -> pd.DataFrame:
+    """Mean minimum judge score per (evaluator, s, selection), the dashed lines of Fig. 5.
+
+    Random draws do not depend on the evaluator: they are shown, and averaged, in both rows.
+    The mean is over every value drawn (problems for portfolios, problems × draws for random).
+    """
+    rows = []
+    judged = fixed_size.dropna(subset=["min_judge_score"])
+    for evaluator in EVALUATOR_LABELS:
+        for size in sorted(fixed_size["size"].unique()):
+            of_size = judged[judged["size"] == size]
+            portfolio = of_size[
+                (of_size["selection"] == "portfolio") & (of_size["evaluator"] == evaluator)
+            ]
+            random = of_size[of_size["selection"] == "random"]
+            for selection, values in (("portfolio", portfolio), ("random", random)):
+                rows.append(
+                    {
+                        "evaluator": evaluator,
+                        "size": int(size),
+                        "selection": selection,
+                        "values": len(values),
+                        "problems": values["problem_id"].nunique(),
+                        "mean_min_judge": values["min_judge_score"].mean()
+                        if len(values)
+                        else float("nan"),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["evaluator", "size", "selection", "values", "problems", "mean_min_judge"]
+    )
+
+
+def density_or_rug(axis: plt.Axes, values: np.ndarray, color: str, label: str) -> str:
+    """A Gaussian KDE of ``values``; with fewer than two distinct values (common in small
+    runs) no density exists, so draw the values as vertical lines and say so in the legend.
+    Returns how the values were drawn: ``kde``, ``lines`` or ``none``."""
+    from scipy.stats import gaussian_kde
+
+    if len(values) == 0:
+        return "none"
+    axis.plot(values, np.zeros_like(values), "|", color=color, markersize=12, alpha=0.6)
+    if len(np.unique(values)) >= 2:
+        try:
+            density = gaussian_kde(values)(SCORE_AXIS)
+        except np.linalg.LinAlgError:
+            density = None
+        if density is not None:
+            axis.plot(SCORE_AXIS, density, color=color, label=label)
+            axis.fill_between(SCORE_AXIS, density, color=color, alpha=0.15, linewidth=0)
+            return "kde"
+    for value in np.unique(values):
+        axis.axvline(value, color=color, linewidth=2.5, alpha=0.5)
+    axis.plot([], [], color=color, linewidth=2.5, alpha=0.5, label=f"{label}, no KDE: one value")
+    return "lines"
+
+
+def plot_fig5_min_judge(
+    fixed_size: pd.DataFrame, title: str, sizes: Sequence[int] = ()
+) -> plt.Figure:
+    """Paper Fig. 5: KDE of the portfolio's minimum judge score against random s-subsets,
+    a row per evaluator type and a column per s (``sizes``, else the sizes in the data),
+    dashed lines at the means."""
+    sizes = sorted(set(sizes) or {int(s) for s in fixed_size["size"].unique()}) or [2]
+    means = fig5_mean_lines(fixed_size)
+    judged = fixed_size.dropna(subset=["min_judge_score"])
+    figure, axes = plt.subplots(
+        len(EVALUATOR_LABELS), len(sizes), figsize=(3.9 * len(sizes), 6.6), squeeze=False
+    )
+    for row, (evaluator, evaluator_label) in enumerate(EVALUATOR_LABELS.items()):
+        for column, size in enumerate(sizes):
+            axis = axes[row][column]
+            of_size = judged[judged["size"] == size]
+            selections = {
+                "portfolio": (
+                    of_size[
+                        (of_size["selection"] == "portfolio") & (of_size["evaluator"] == evaluator)
+                    ],
+                    EVALUATOR_COLORS[evaluator],
+                    "portfolio",
+                ),
+                "random": (of_size[of_size["selection"] == "random"], RANDOM_COLOR, "random"),
+            }
+            densities = False
+            for selection, (values, color, label) in selections.items():
+                line = means[
+                    (means["evaluator"] == evaluator)
+                    & (means["size"] == size)
+                    & (means["selection"] == selection)
+                ]
+                mean = float(line["mean_min_judge"].iloc[0]) if len(line) else float("nan")
+                drawn = density_or_rug(
+                    axis,
+                    values["min_judge_score"].to_numpy(dtype=float),
+                    color,
+                    f"{label} (mean {mean:.2f})",
+                )
+                densities = densities or drawn == "kde"
+                if drawn != "none":
+                    axis.axvline(mean, color=color, linestyle="--", linewidth=1.2)
+            problems = of_size[of_size["selection"] == "random"]["problem_id"].nunique()
+            axis.set_title(f"s = {size}, {evaluator_label}\nn = {problems} problems", fontsize=10)
+            axis.set_xlim(SCORE_AXIS[0], SCORE_AXIS[-1])
+            if densities:
+                axis.set_ylim(bottom=0)
+            else:  # only vertical lines: a density axis has no scale to take
+                axis.set_ylim(0, 1)
+            if problems == 0:
+                axis.text(
+                    0.5,
+                    0.5,
+                    f"no problem has\n{size} judged valid candidates",
+                    ha="center",
+                    va="center",
+                    transform=axis.transAxes,
+                    color="grey",
+                )
+            else:
+                axis.legend(fontsize="x-small", loc="upper left")
+            axis.set_xlabel("minimum judge score in the selection")
+        axes[row][0].set_ylabel("density")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def size_and_coverage_by_confidence(coverage: pd.DataFrame) -> pd.DataFrame:
+    """Mean portfolio size and mean share of the correct candidates a portfolio holds, with
+    95% intervals over problems, per (evaluator, 1 − α)."""
+    frame = coverage.assign(one_minus_alpha=1.0 - coverage["alpha"])
+    parts = []
+    for value in ("portfolio_size", "correct_covered"):
+        stats = mean_with_ci(
+            frame.dropna(subset=[value]), ["evaluator", "one_minus_alpha"], value
+        ).assign(quantity=value)
+        parts.append(stats)
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_size_and_coverage(coverage: pd.DataFrame, title: str) -> plt.Figure:
+    """Mean portfolio size (left) and coverage of correct candidates (right) against 1 − α."""
+    stats = size_and_coverage_by_confidence(coverage)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    labels = {
+        "portfolio_size": "mean portfolio size k*(α)",
+        "correct_covered": "mean share of the correct candidates\nthat the portfolio holds",
+    }
+    for axis, (quantity, label) in zip(axes, labels.items(), strict=True):
+        for evaluator, evaluator_label in EVALUATOR_LABELS.items():
+            line = stats[(stats["quantity"] == quantity) & (stats["evaluator"] == evaluator)]
+            color = EVALUATOR_COLORS[evaluator]
+            problems = int(line["count"].max()) if len(line) else 0
+            axis.plot(
+                line["one_minus_alpha"],
+                line["mean"],
+                color=color,
+                marker="." if len(line) < 12 else None,
+                label=f"{evaluator_label} (n = {problems})",
+            )
+            axis.fill_between(
+                line["one_minus_alpha"], line["low"], line["high"], color=color, alpha=0.15
+            )
+        axis.set_xlabel("1 − α (probability mass the portfolio must reach)")
+        axis.set_ylabel(label)
+        axis.set_xlim(0, 1)
+        axis.legend(fontsize="small", loc="upper left")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[0].set_title("portfolio size")
+    axes[1].set_title("coverage of correct candidates (problems with one)")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_holds_correct(summary_by_alpha: pd.DataFrame, title: str) -> plt.Figure:
+    """Share of problems whose portfolio holds a correct candidate against 1 − α, beside
+    random candidates of the same size, pass@1 and majority vote (flat: they ignore α)."""
+    frame = summary_by_alpha.assign(one_minus_alpha=1.0 - summary_by_alpha["alpha"])
+    frame = frame.sort_values("one_minus_alpha")
+    figure, axis = plt.subplots(figsize=(8, 4.8))
+    for evaluator, evaluator_label in EVALUATOR_LABELS.items():
+        line = frame[frame["evaluator"] == evaluator]
+        color = EVALUATOR_COLORS[evaluator]
+        axis.plot(
+            line["one_minus_alpha"],
+            line["share_portfolio_holds_correct"],
+            color=color,
+            label=f"portfolio, {evaluator_label}",
+        )
+        axis.plot(
+            line["one_minus_alpha"],
+            line["share_random_holds_correct"],
+            color=color,
+            linestyle=":",
+            label=f"random, same size as the {evaluator_label} portfolio",
+        )
+    baselines = {
+        "mean_pass_at_1": ("pass@1", "black", "--"),
+        "share_majority_vote_correct": ("majority vote", "tab:red", "-."),
+    }
+    for column, (label, color, style) in baselines.items():
+        value = frame[column].dropna()
+        if len(value):
+            level = float(value.iloc[0])
+            axis.axhline(level, color=color, linestyle=style, label=f"{label} ({level:.2f})")
+    axis.set_xlabel("1 − α (probability mass the portfolio must reach)")
+    axis.set_ylabel("share of problems with a correct candidate")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(fontsize="small", loc="lower right")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+RUN_FIGURES = (
+    "fig5_min_judge_kde",
+    "size_and_coverage_vs_confidence",
+    "holds_correct_vs_confidence",
+)
+
+
+def plot_run(
+    fixed_size: pd.DataFrame,
+    coverage: pd.DataFrame,
+    summary_by_alpha: pd.DataFrame,
+    run_id: str,
+    problems: int,
+    sizes: Sequence[int] = (),
+) -> dict[str, plt.Figure]:
+    """The run's three figures, by name (the PNG file stem)."""
+    with_truth = int(coverage.drop_duplicates("problem_id")["has_ground_truth"].fillna(False).sum())
+    return {
+        "fig5_min_judge_kde": plot_fig5_min_judge(
+            fixed_size,
+            f"Minimum judge score: portfolio of the best s vs s random candidates "
+            f"(run {run_id}, {problems} problems)",
+            sizes,
+        ),
+        "size_and_coverage_vs_confidence": plot_size_and_coverage(
+            coverage,
+            f"Portfolio size and coverage of correct candidates against 1 − α "
+            f"(run {run_id}, {problems} problems, {with_truth} with a ground truth)",
+        ),
+        "holds_correct_vs_confidence": plot_holds_correct(
+            summary_by_alpha,
+            f"Problems whose portfolio holds a correct candidate\n"
+            f"(run {run_id}, {with_truth} problems with a ground truth)",
+        ),
+    }
+
+
+def save_figures(figures: dict[str, plt.Figure], out_dir: Path) -> list[Path]:
+    """Write each figure as ``<out_dir>/<name>.png`` (atomically) and close it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, figure in figures.items():
+        path = out_dir / f"{name}.png"
+        temp = out_dir / f".{name}.png.tmp"
+        figure.savefig(temp, dpi=110, format="png")
+        plt.close(figure)
+        temp.replace(path)
+        written.append(path)
+    return written

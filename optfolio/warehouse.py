@@ -46,6 +46,8 @@ ASSEMBLY_VIEWS: tuple[str, ...] = (
     "dataset_summary",
     "review_members",
     "decisions",
+    "fixed_size_min_judge",
+    "portfolio_correct_coverage",
 )
 
 
