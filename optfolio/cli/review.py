@@ -1,0 +1,154 @@
+"""``optfolio review``: see a finished run's portfolios and decide, from a shell.
+
+The same decisions as the ``review`` flow's form in the Prefect UI (``optfolio.review``
+validates both); ``--flow-run`` also resumes a ``review`` flow run paused on that problem.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from optfolio.errors import InputError
+from optfolio.review import DEFAULT_ALPHA, REJECT_ALL
+from optfolio.settings import default_store_root
+
+if TYPE_CHECKING:
+    from optfolio.store import RunStore
+
+review_app = typer.Typer(
+    name="review",
+    help="Review a finished run: show its portfolios, choose one candidate per problem.",
+    no_args_is_help=True,
+)
+
+StoreOption = Annotated[
+    Path | None, typer.Option(help="Store root (default $OPTFOLIO_STORE or ./store).")
+]
+RunOption = Annotated[str, typer.Option("--run", help="The finished run's id.")]
+AlphaOption = Annotated[float, typer.Option(help="The portfolio's α: mass 1 − α is covered.")]
+EvaluatorOption = Annotated[str, typer.Option(help="Ranking: llm or generator.")]
+
+
+def _store(store: Path | None) -> RunStore:
+    from optfolio.store import RunStore
+
+    root = store or default_store_root()
+    if not root.is_dir():
+        raise InputError(f"--store {root}: no such directory")
+    return RunStore(root)
+
+
+@review_app.command("show")
+def show_command(
+    run: RunOption,
+    store: StoreOption = None,
+    alpha: AlphaOption = DEFAULT_ALPHA,
+    evaluator: EvaluatorOption = "llm",
+    problem: Annotated[
+        list[str] | None, typer.Option(help="Only this problem (repeatable).")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option(help="Formulation, code and output of each member.")
+    ] = False,
+) -> None:
+    """Each problem's portfolio: members best first, with run, scores and correctness."""
+    from optfolio.review import decided_problems, load_reviews, review_markdown, summary_markdown
+
+    run_store = _store(store)
+    reviews = load_reviews(run_store, run, alpha, evaluator, problem)
+    decided = decided_problems(run_store, run)
+    for review in reviews:
+        typer.echo(review_markdown(review) if full else summary_markdown(review))
+        typer.echo(f"decided: {'yes' if review.problem_id in decided else 'no'}\n")
+
+
+@review_app.command("decide")
+def decide_command(
+    run: RunOption,
+    problem: Annotated[str, typer.Option(help="The problem decided on.")],
+    choose: Annotated[
+        str | None, typer.Option(help="The candidate id to commit to (a portfolio member).")
+    ] = None,
+    reject: Annotated[bool, typer.Option(help="Reject every member (needs --comment).")] = False,
+    comment: Annotated[str, typer.Option(help="Why; required with --reject.")] = "",
+    reviewer: Annotated[str | None, typer.Option(help="Your name (default: $USER).")] = None,
+    store: StoreOption = None,
+    alpha: AlphaOption = DEFAULT_ALPHA,
+    evaluator: EvaluatorOption = "llm",
+    flow_run: Annotated[
+        str | None,
+        typer.Option(help="Also resume this review flow run, paused on this problem."),
+    ] = None,
+) -> None:
+    """Record a decision for one problem (replacing an earlier one)."""
+    from optfolio.review import load_reviews, make_decision, write_decision
+
+    if (choose is None) == (not reject):
+        raise InputError(f"problem {problem!r}: give exactly one of --choose CANDIDATE or --reject")
+    run_store = _store(store)
+    [review] = load_reviews(run_store, run, alpha, evaluator, [problem])
+    name = reviewer or getpass.getuser()
+    decision = make_decision(review, choose, comment, name, source="cli")
+    path = write_decision(run_store, decision)
+    what = f"chose {decision.candidate_id}" if choose else "rejected the portfolio"
+    typer.echo(f"{problem}: {what} (alpha={alpha:g}); written to {path}")
+    if flow_run:
+        _resume(flow_run, choose or REJECT_ALL, decision.comment, name)
+        typer.echo(f"resumed flow run {flow_run}")
+
+
+def _resume(flow_run_id: str, candidate: str, comment: str, reviewer: str) -> None:
+    """Resume a paused ``review`` flow run with the same answer as its form would give."""
+    import uuid
+
+    from optfolio.settings import apply_prefect_defaults
+
+    try:
+        run_uuid = uuid.UUID(flow_run_id)
+    except ValueError as error:
+        raise InputError(f"--flow-run {flow_run_id!r}: not a flow run id") from error
+    apply_prefect_defaults()
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    answer = {"candidate": candidate, "comment": comment, "reviewer": reviewer}
+    try:
+        resume_flow_run(run_uuid, run_input=answer)
+    except (ObjectNotFound, RuntimeError) as error:  # NotPausedError is a RuntimeError
+        raise InputError(f"--flow-run {flow_run_id}: cannot resume: {error}") from error
+
+
+@review_app.command("list")
+def list_command(
+    store: StoreOption = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as one JSON array.")] = False,
+) -> None:
+    """Decisions made so far, with whether the chosen candidate is correct (where known)."""
+    import json
+
+    from optfolio.review import read_decisions
+
+    rows = read_decisions(_store(store), run)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("(no decisions)")
+    for row in rows:
+        chosen = row["candidate_id"] or "-"
+        correct = {None: "unknown", True: "yes", False: "no"}[row["correct"]]
+        typer.echo(
+            f"{row['run_id']}  {row['problem_id']}  {row['decision']:<8}  {chosen}"
+            f"  correct: {correct}  alpha={row['alpha']:g}  by {row['reviewer']}"
+            f" ({row['source']}, {row['decided_at']:%Y-%m-%d %H:%M}Z)"
+            + (f"  comment: {row['comment']}" if row["comment"] else "")
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app)
