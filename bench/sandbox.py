@@ -3,8 +3,10 @@
     .venv/bin/python bench/sandbox.py [--rounds 4] [--parallelism 2] [--warm 4]
 
 The same candidates (small LPs/MIPs with each solver package, sandbox/examples.py) run three
-ways at the same parallelism, in one run; prints throughput and median latency with ratios to
-bare subprocesses. Targets: warm pool >= 0.7x bare throughput, cold >= 0.4x.
+ways at the same parallelism, in one run, the two container ways with each code delivery
+(bind mount, copy-in through stdin); prints throughput and median latency with ratios to
+bare subprocesses, and copy-in against bind mount. Targets: warm pool >= 0.7x bare
+throughput, cold >= 0.4x.
 
 Bare subprocesses need the solver packages on the host: a venv with the image's pinned
 versions is made once under .cache/ (pip, from PyPI).
@@ -98,15 +100,22 @@ def main() -> None:
         return done.returncode == 0 and parse_output(text)[1] is not None
 
     rows = {}
-    # One untimed pass of each way first, so page caches are warm for all three alike.
-    with Sandbox(client=client, image=tag) as cold:
-        timed(bare, codes[: len(SOLVER_CANDIDATES)], args.parallelism)
-        timed(lambda code: cold.run(code).ok, codes[:2], args.parallelism)
-        rows["bare subprocess"] = timed(bare, codes, args.parallelism)
-        rows["cold container"] = timed(lambda code: _ok(cold.run(code)), codes, args.parallelism)
-    with Sandbox(client=client, image=tag, warm=args.warm) as warm:
-        time.sleep(3)  # let the pool fill, as it would while a run prepares its candidates
-        rows["warm pool"] = timed(lambda code: _ok(warm.run(code)), codes, args.parallelism)
+    # One untimed pass of each way first, so page caches are warm for all alike. Code reaches
+    # a container by bind mount (a local engine) or copy-in through stdin (any engine).
+    timed(bare, codes[: len(SOLVER_CANDIDATES)], args.parallelism)
+    rows["bare subprocess"] = timed(bare, codes, args.parallelism)
+    for delivery in ("bind", "copy"):
+        with Sandbox(client=client, image=tag, delivery=delivery) as cold:
+            timed(lambda code: cold.run(code).ok, codes[:2], args.parallelism)
+            rows[f"cold, {delivery}"] = timed(
+                lambda code: _ok(cold.run(code)), codes, args.parallelism
+            )
+    for delivery in ("bind", "copy"):
+        with Sandbox(client=client, image=tag, warm=args.warm, delivery=delivery) as warm:
+            time.sleep(3)  # let the pool fill, as it would while a run prepares its candidates
+            rows[f"warm pool, {delivery}"] = timed(
+                lambda code: _ok(warm.run(code)), codes, args.parallelism
+            )
 
     base = rows["bare subprocess"]
     print(
@@ -121,6 +130,13 @@ def main() -> None:
             f" {int(row['failed']):6d}"
         )
     print("targets: warm pool >= 0.70x bare throughput, cold >= 0.40x")
+    for way in ("cold", "warm pool"):
+        bind, copy = rows[f"{way}, bind"], rows[f"{way}, copy"]
+        print(
+            f"{way}: copy-in / bind mount: throughput"
+            f" {copy['throughput'] / bind['throughput']:.2f}x,"
+            f" median latency {copy['median_s'] / bind['median_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 
 from sandbox import cleanup, engine
-from sandbox.container import ENGINE_ERRORS, Slot, discard, run_in, start_container
+from sandbox.container import (
+    ENGINE_ERRORS,
+    Delivery,
+    Slot,
+    delivery_for,
+    discard,
+    run_in,
+    start_container,
+)
 from sandbox.image import require_image
 from sandbox.limits import DEFAULT_LIMITS, Limits
 from sandbox.pool import WarmPool
@@ -41,12 +49,17 @@ class Sandbox:
         warm: int = 0,
         image: str | None = None,
         client: docker.DockerClient | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         self.client = client or engine.client()
         self.image = require_image(self.client, image)
         self.limits = limits
+        # How code reaches containers: bind mount (local engine) or copy-in (any engine).
+        self.delivery = delivery or delivery_for(self.client)
         cleanup.remove_leftovers(self.client)
-        self.pool = WarmPool(self.client, self.image, limits, warm) if warm > 0 else None
+        self.pool = (
+            WarmPool(self.client, self.image, limits, warm, self.delivery) if warm > 0 else None
+        )
 
     def _slot(self, limits: Limits) -> Slot:
         if self.pool is not None and _same_container_limits(limits, self.pool.limits):
@@ -57,7 +70,7 @@ class Sandbox:
                 if slot.container.status == "running":
                     return slot
             discard(slot.container)
-        return start_container(self.client, self.image, limits)
+        return start_container(self.client, self.image, limits, self.delivery)
 
     def run(self, code: str, limits: Limits | None = None) -> ExecResult:
         """Run one candidate in a fresh container; always returns a result."""

@@ -9,26 +9,40 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 
-from sandbox.container import ENGINE_ERRORS, Slot, discard, start_container
+from sandbox.container import (
+    ENGINE_ERRORS,
+    Delivery,
+    Slot,
+    discard,
+    remove_job_dir,
+    start_container,
+)
 from sandbox.limits import Limits
 
 ACQUIRE_TIMEOUT_S = 120.0  # a container that takes longer than this to start is not coming
 
 
 class WarmPool:
-    def __init__(self, client: docker.DockerClient, image: str, limits: Limits, size: int):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        limits: Limits,
+        size: int,
+        delivery: Delivery | None = None,
+    ):
         if size < 1:
             raise ValueError("a warm pool needs size >= 1")
         self.client = client
         self.image = image
         self.limits = limits
         self.size = size
+        self.delivery = delivery
         self._ready: queue.Queue[Slot | BaseException] = queue.Queue()
         self._starter = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sandbox-warm")
         self._closed = threading.Event()
@@ -41,7 +55,7 @@ class WarmPool:
 
     def _start_one(self) -> None:
         try:
-            slot = start_container(self.client, self.image, self.limits)
+            slot = start_container(self.client, self.image, self.limits, self.delivery)
         except ENGINE_ERRORS as error:
             # The taker gets the error instead of waiting forever.
             self._ready.put(error)
@@ -73,7 +87,7 @@ class WarmPool:
             if isinstance(item, Slot):
                 with contextlib.suppress(*ENGINE_ERRORS):
                     discard(item.container)
-                shutil.rmtree(item.job_dir, ignore_errors=True)
+                remove_job_dir(item.job_dir)
 
     def __enter__(self) -> WarmPool:
         return self

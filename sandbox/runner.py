@@ -1,7 +1,11 @@
 """The in-container runner: PID 1 of every sandbox container (standard library only).
 
-It waits for a job in the read-only bind-mounted ``/code`` directory (so a container can be
-started before its candidate is known: the warm pool), runs the candidate's ``main.py`` as a
+It waits for a job (so a container can be started before its candidate is known: the warm
+pool), from one of two sources the host chooses with ``OPTFOLIO_JOB_SOURCE``: ``dir``, a
+read-only bind-mounted ``/code`` directory holding ``main.py`` and then ``job.json``; or
+``stdin``, one JSON line (the job, with ``code_bytes``) followed by the code, then end of
+file (copy-in: works with an engine on another machine, where no host path can be mounted;
+the code is written to ``/tmp/optfolio-job/``, a tmpfs). It runs the candidate's ``main.py`` as a
 child process with a clean environment, enforces the wall timeout and the output caps itself
 (so a flood is stopped at once and a timed-out candidate still reports what it printed), and
 finally prints one result frame: a marker and a JSON object with the captured bytes in base64,
@@ -23,7 +27,9 @@ import time
 
 FRAME_MARKER = "@@optfolio-sandbox-result@@"
 CODE_DIR = "/code"
+STDIN_CODE_DIR = "/tmp/optfolio-job"
 JOB_FILE = "job.json"
+STDIN_READ_S = 120.0  # once the job started arriving: how long the rest may take
 WORK_DIR = "/work"
 POLL_S = 0.002
 DRAIN_S = 0.2  # after the candidate exits: how long to collect what its pipes still hold
@@ -51,6 +57,37 @@ def _wait_for_job(idle_exit_s: float) -> dict | None:
     return None
 
 
+def _read_stdin_job(idle_exit_s: float) -> dict | None:
+    """The job and code from stdin; None if nothing arrives in time. A short or malformed
+    transfer is a job with ``error`` set, reported to the host as such."""
+    fd = sys.stdin.fileno()
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    if not selector.select(timeout=idle_exit_s):
+        return None
+    data = bytearray()
+    deadline = time.monotonic() + STDIN_READ_S
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            header, newline, code = bytes(data).partition(b"\n")
+            try:
+                job = json.loads(header)
+            except ValueError:
+                return {"error": "unreadable job header"}
+            if not newline or len(code) != int(job.get("code_bytes", -1)):
+                return {"error": f"code cut short: {len(code)} bytes arrived"}
+            os.makedirs(STDIN_CODE_DIR, mode=0o700, exist_ok=True)
+            with open(os.path.join(STDIN_CODE_DIR, job["main"]), "wb") as handle:
+                handle.write(code)
+            job["code_dir"] = STDIN_CODE_DIR
+            return job
+        data += chunk
+    return {"error": "the job did not finish arriving in time"}
+
+
 def _raise_oom_score() -> None:
     # The candidate, not this runner, should be what the OOM killer picks.
     try:
@@ -72,7 +109,7 @@ def run(job: dict) -> dict:
     timeout_s = float(job["timeout_s"])
     started = time.monotonic()
     child = subprocess.Popen(
-        [sys.executable, os.path.join(CODE_DIR, job["main"])],
+        [sys.executable, os.path.join(job.get("code_dir", CODE_DIR), job["main"])],
         cwd=WORK_DIR,
         env=CANDIDATE_ENV,
         stdin=subprocess.DEVNULL,
@@ -134,8 +171,16 @@ def main() -> None:
     # os.kill(1, SIGINT) is simply dropped instead of raising KeyboardInterrupt here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     idle_exit_s = float(os.environ.get("OPTFOLIO_IDLE_EXIT_S", "900"))
-    job = _wait_for_job(idle_exit_s)
-    frame = {"reason": "idle"} if job is None else run(job)
+    if os.environ.get("OPTFOLIO_JOB_SOURCE") == "stdin":
+        job = _read_stdin_job(idle_exit_s)
+    else:
+        job = _wait_for_job(idle_exit_s)
+    if job is None:
+        frame: dict = {"reason": "idle"}
+    elif "error" in job:
+        frame = {"reason": "bad_job", "error": job["error"]}
+    else:
+        frame = run(job)
     out = sys.stdout.buffer
     out.write(b"\n" + FRAME_MARKER.encode() + b" " + json.dumps(frame).encode() + b"\n")
     out.flush()
