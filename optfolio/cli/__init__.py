@@ -33,6 +33,7 @@ def _register() -> None:
     importlib.import_module("optfolio.cli.models").register(app)
     importlib.import_module("optfolio.cli.server").register(app)
     importlib.import_module("optfolio.cli.run").register(app)
+    importlib.import_module("optfolio.cli.report").register(app)
     importlib.import_module("optfolio.cli.review").register(app)
 
 
