@@ -45,9 +45,11 @@ $(LOCAL_STAMP): $(STAMP)
 # The main job on the embedded defaults: the portfolio pipeline on 3 problems of the shipped
 # sample (6 candidates each, 2 evaluator samples, 1 judge sample) with the local model, local
 # Docker and embedded Prefect. A fixed run id makes a repeat quick: every part is reused.
+# Then the static review page of that run: $(OUT)/demo-report.html (opens offline).
 DEMO_ARGS ?= --limit 3 --candidates 6 --eval-samples 2 --judge-samples 1 --run-id demo
 demo: setup local-model
 	$(WITH_ENGINE) $(OPTFOLIO) run --store $(OUT)/demo-store $(DEMO_ARGS)
+	$(OPTFOLIO) report --store $(OUT)/demo-store --run demo --out $(OUT)/demo-report.html
 
 simulate: setup
 	$(OPTFOLIO) simulate --out $(OUT)/simulation-study
