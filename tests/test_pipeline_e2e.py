@@ -145,6 +145,49 @@ def _same_parameters(store: RunStore):
     return parse_parameters(**manifest["parameters"])
 
 
+def test_review_page_and_figures_show_every_portfolio_member(
+    finished_run: RunStore, chromium, tmp_path: Path
+) -> None:
+    """The real run's figures were drawn by the flow, and its review page shows every member
+    of every portfolio at α = 0.5 (ranked by the LLM evaluator), visibly, in Chromium."""
+    from optfolio import run_results
+    from optfolio.report import write_report
+
+    store = finished_run
+    figures = sorted(run_results.figures_dir(store, RUN).glob("*.png"))
+    assert [p.stem for p in figures] == sorted(
+        ["fig5_min_judge_kde", "size_and_coverage_vs_confidence", "holds_correct_vs_confidence"]
+    )
+    assert all(p.stat().st_size > 10_000 for p in figures)
+
+    with run_results.connect_run(store, RUN) as con:
+        members = [
+            row[0]
+            for row in con.execute(
+                "select candidate_id from portfolios where evaluator = 'llm' and alpha = 0.5"
+                " order by problem_id, rank"
+            ).fetchall()
+        ]
+    assert members, "a portfolio needs at least one valid candidate"
+    written = write_report(store, RUN, tmp_path / "report.html", alpha=0.5)
+    assert (written.problems, written.members, written.figures) == (2, len(members), 3)
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(written.path.as_uri(), wait_until="load")
+        shown = page.locator("article.member").evaluate_all(
+            "cards => cards.map(card => card.dataset.candidateId)"
+        )
+        assert shown == members
+        for candidate in members:
+            card = page.locator(f'article.member[data-candidate-id="{candidate}"]')
+            card.scroll_into_view_if_needed()
+            assert card.is_visible(), candidate
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+        page.close()
+
+
 def test_resuming_with_other_parameters_is_refused(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     open_run(store, "r1", parse_parameters(candidates=4))
