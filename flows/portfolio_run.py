@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from optfolio.errors import OptfolioError
 from optfolio.pipeline import open_run, role_endpoints
@@ -92,10 +94,32 @@ def submit_problem(
     return ends
 
 
+def task_runner_for(p: PortfolioRunParameters) -> TaskRunner:
+    """Threads of this process, or Dask: the scheduler at ``dask_address`` (workers on other
+    machines need this project installed, a Docker engine and the store URI), else a local
+    cluster for the run."""
+    if p.task_runner == "thread":
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if p.dask_address:
+        return DaskTaskRunner(address=p.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
+
+
+def _runs_on_dask() -> bool:
+    context = FlowRunContext.get()
+    return context is not None and type(context.task_runner).__name__ == "DaskTaskRunner"
+
+
 @flow(name="portfolio_run", log_prints=True)
 def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str, object]:
     """Generate, execute, evaluate and judge candidates for every problem; assemble portfolios."""
     p = parameters or PortfolioRunParameters()
+    if p.task_runner == "dask" and not _runs_on_dask():
+        # A flow's task runner is fixed where it is defined: a deployment run asking for Dask
+        # runs the same flow as a subflow on a Dask task runner (the CLI does that directly).
+        return portfolio_run.with_options(task_runner=task_runner_for(p))(p)
     logger = get_run_logger()
     store = RunStore(p.store)
     store_root = str(store.root)

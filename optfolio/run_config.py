@@ -64,8 +64,17 @@ class PortfolioRunParameters(BaseModel):
     review_max_tokens: int = Field(256, ge=8, le=8192)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings, title="Sandbox")
     concurrency: int = Field(2, ge=1, le=256, description="Problems in flight at once")
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread", description="Where tasks run: threads of the flow's process, or Dask workers"
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Dask scheduler, e.g. tcp://10.0.0.5:8786 (empty: a local cluster per run)",
+    )
     seed: int = Field(0, ge=0, description="Seeds sampling, tie-breaks and random draws")
-    store: str = Field("store", description="Store root directory")
+    store: str = Field(
+        "store", description="Store root: a directory or a URI such as file:///shared/store"
+    )
     run_id: str | None = Field(None, description="Re-use to resume a run; empty: a new id")
 
     @field_validator("alphas")
@@ -93,8 +102,10 @@ class PortfolioRunParameters(BaseModel):
         return ids
 
     def fingerprint(self) -> str:
-        """What must not change when a run is resumed (all but store and run id)."""
-        payload = self.model_dump(exclude={"store", "run_id", "concurrency", "sandbox"})
+        """What must not change when a run is resumed (all but where and how it executes)."""
+        payload = self.model_dump(
+            exclude={"store", "run_id", "concurrency", "sandbox", "task_runner", "dask_address"}
+        )
         payload["sandbox"] = self.sandbox.model_dump(exclude={"parallelism"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -60,11 +60,37 @@ def part_name(key: str) -> str:
     return f"{slug}-{digest}"
 
 
+def resolve_root(root: str | os.PathLike[str]) -> Path:
+    """The store's directory from a path or a ``file://`` URI (read by pyarrow's URI parser,
+    so ``%20`` and the like decode). The same files are then read by DuckDB and pyarrow, so a
+    shared mount (NFS, say) seen at one path by every machine serves a run spread over
+    several. Object stores (``s3://``, ``gs://``) are refused: manifests, locks and atomic
+    renames need a file system."""
+    text = os.fspath(root)
+    if "://" not in text:
+        return Path(text).expanduser().resolve()
+    import pyarrow.fs as pafs
+
+    scheme = text.split("://", 1)[0].lower()
+    if scheme != "file":
+        raise StoreError(
+            f"store {text!r}: only directories and file:// URIs are supported (a shared"
+            " mount works across machines); object stores are not"
+        )
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(text)
+    except (pa.ArrowInvalid, ValueError) as error:
+        raise StoreError(f"store {text!r}: not a valid URI ({error})") from None
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        raise StoreError(f"store {text!r}: not a local file system")
+    return Path(path).resolve()
+
+
 class RunStore:
-    """Parquet tables of many runs under one root directory."""
+    """Parquet tables of many runs under one root: a directory or a ``file://`` URI."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().resolve()
+        self.root = resolve_root(root)
 
     # ---- paths ---------------------------------------------------------------------------
 

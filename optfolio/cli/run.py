@@ -33,7 +33,11 @@ def run_command(
     eval_samples: Annotated[int, typer.Option(help="Evaluator samples m per candidate.")] = 4,
     judge_samples: Annotated[int, typer.Option(help="Judge samples per candidate (0: none).")] = 1,
     store: Annotated[
-        Path | None, typer.Option(help="Store root (default $OPTFOLIO_STORE or ./store).")
+        str | None,
+        typer.Option(
+            help="Store root, a directory or a URI such as file:///shared/store"
+            " (default $OPTFOLIO_STORE or ./store)."
+        ),
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="Resume this run (same parameters).")] = None,
     model: Annotated[str | None, typer.Option(help="Model for all three roles.")] = None,
@@ -47,6 +51,13 @@ def run_command(
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 2,
     timeout: Annotated[float, typer.Option(help="Sandbox wall time per candidate, s.")] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for sampling, ties and random draws.")] = 0,
+    task_runner: Annotated[
+        str, typer.Option(help="thread (this process) | dask (Dask workers, see --dask-address).")
+    ] = "thread",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (default: a local Dask cluster for the run)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Show Prefect's task logs too.")] = False,
 ) -> None:
     """Run the portfolio pipeline on a dataset; prints the summary and where results are."""
@@ -69,6 +80,8 @@ def run_command(
         judge=endpoint,
         generator_max_tokens=generator_max_tokens,
         concurrency=concurrency,
+        task_runner=task_runner,
+        dask_address=dask_address,
         sandbox={"timeout_s": timeout},
         seed=seed,
     )  # every value checked before Docker, the model or Prefect start
@@ -82,12 +95,13 @@ def run_command(
     )  # bad records: refused now
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.portfolio_run import portfolio_run
+    from flows.portfolio_run import portfolio_run, task_runner_for
 
     assert parameters.run_id is not None
-    with StoreProgress(Path(parameters.store), parameters.run_id, parameters.judge_samples > 0):
-        outcome = portfolio_run(parameters)
-    print_summary(Path(parameters.store), parameters.run_id)
+    flow = portfolio_run.with_options(task_runner=task_runner_for(parameters))
+    with StoreProgress(parameters.store, parameters.run_id, parameters.judge_samples > 0):
+        outcome = flow(parameters)
+    print_summary(parameters.store, parameters.run_id)
     typer.echo(f"\nrun id:  {outcome['run_id']}")
     typer.echo(f"store:   {outcome['store']}")
     typer.echo(f"results: {Path(str(outcome['store'])) / 'assembled'}")
@@ -100,7 +114,7 @@ def run_command(
 class StoreProgress:
     """Progress bars fed by the run store itself: parts written per stage, per problem."""
 
-    def __init__(self, store_root: Path, run_id: str, judging: bool) -> None:
+    def __init__(self, store_root: str | Path, run_id: str, judging: bool) -> None:
         self.store_root, self.run_id = store_root, run_id
         self.stages = STAGES if judging else STAGES[:-1]
         self._stop = threading.Event()
@@ -144,7 +158,7 @@ class StoreProgress:
                     break
 
 
-def print_summary(store_root: Path, run_id: str) -> None:
+def print_summary(store_root: str | Path, run_id: str) -> None:
     from optfolio import warehouse
     from optfolio.store import RunStore
 
@@ -172,7 +186,11 @@ def print_summary(store_root: Path, run_id: str) -> None:
 
 def runs_command(
     store: Annotated[
-        Path | None, typer.Option(help="Store root (default $OPTFOLIO_STORE or ./store).")
+        str | None,
+        typer.Option(
+            help="Store root, a directory or a URI such as file:///shared/store"
+            " (default $OPTFOLIO_STORE or ./store)."
+        ),
     ] = None,
 ) -> None:
     """List the runs in a store with their progress per stage."""
@@ -180,10 +198,9 @@ def runs_command(
     from optfolio.pipeline import list_runs
     from optfolio.store import RunStore
 
-    root = store or default_store_root()
-    if not root.is_dir():
-        raise InputError(f"--store {root}: no such directory")
-    run_store = RunStore(root)
+    run_store = RunStore(store or default_store_root())
+    if not run_store.root.is_dir():
+        raise InputError(f"--store {run_store.root}: no such directory")
     manifests = list_runs(run_store)
     if not manifests:
         typer.echo("(no runs)")

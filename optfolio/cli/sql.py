@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,10 @@ from optfolio.settings import default_store_root
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SQL query over the store's views.")],
     store: Annotated[
-        Path | None, typer.Option(help="Store root (default $OPTFOLIO_STORE or ./store).")
+        str | None,
+        typer.Option(
+            help="Store root, a directory or file:// URI (default $OPTFOLIO_STORE or ./store)."
+        ),
     ] = None,
     run: Annotated[list[str] | None, typer.Option("--run", help="Only these run ids.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as one JSON array.")] = False,
@@ -25,10 +27,10 @@ def sql_command(
     from optfolio.errors import InputError
     from optfolio.store import RunStore
 
-    root = store or default_store_root()
-    if not root.is_dir():
-        raise InputError(f"--store {root}: no such directory")
-    with warehouse.connect(RunStore(root), run) as con:
+    run_store = RunStore(store or default_store_root())
+    if not run_store.root.is_dir():
+        raise InputError(f"--store {run_store.root}: no such directory")
+    with warehouse.connect(run_store, run) as con:
         try:
             frame = con.sql(query).df()
         except duckdb.Error as error:
