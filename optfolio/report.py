@@ -29,10 +29,16 @@ import pandas as pd
 from optfolio import run_results
 from optfolio.errors import InputError
 from optfolio.portfolio import check_alpha
-from optfolio.review import DEFAULT_ALPHA, EVALUATORS, ProblemReview, ReviewMember, load_reviews
+from optfolio.review import (
+    DEFAULT_ALPHA,
+    EVALUATORS,
+    OUTPUT_TAIL_CHARS,
+    ProblemReview,
+    ReviewMember,
+    load_reviews,
+)
 from optfolio.store import RunStore
 
-OUTPUT_TAIL_CHARS = 2000  # of stdout/stderr per member; the store keeps the whole output
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 

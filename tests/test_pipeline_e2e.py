@@ -146,7 +146,7 @@ def _same_parameters(store: RunStore):
 
 
 def test_review_page_and_figures_show_every_portfolio_member(
-    finished_run: RunStore, chromium, tmp_path: Path
+    finished_run: RunStore, chromium, llm_server: str, tmp_path: Path
 ) -> None:
     """The real run's figures were drawn by the flow, and its review page shows every member
     of every portfolio at α = 0.5 (ranked by the LLM evaluator), visibly, in Chromium."""
@@ -171,6 +171,8 @@ def test_review_page_and_figures_show_every_portfolio_member(
     assert members, "a portfolio needs at least one valid candidate"
     written = write_report(store, RUN, tmp_path / "report.html", alpha=0.5)
     assert (written.problems, written.members, written.figures) == (2, len(members), 3)
+    html = written.path.read_text()
+    assert CANARY_KEY not in html and llm_server not in html  # model names only, no endpoint
 
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     try:

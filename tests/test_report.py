@@ -229,3 +229,20 @@ def test_cli_refuses_a_missing_store(tmp_path: Path) -> None:
     done = run_cli("--store", str(tmp_path / "nowhere"), "--run", "r", "--out", "x.html")
     assert done.returncode == 2
     assert f"--store {tmp_path / 'nowhere'}: no such directory" in done.stderr
+
+
+def test_a_reviewer_decision_is_shown_with_the_portfolio(tmp_path: Path) -> None:
+    from optfolio.review import load_reviews, make_decision, write_decision
+
+    store, run_id = build_finished_run(tmp_path / "store", "decided")
+    (review,) = load_reviews(store, run_id, ALPHA, "llm", ["diet"])
+    chosen = synthetic_candidate_id("diet", "also_right")
+    write_decision(
+        store, make_decision(review, chosen, comment="simplest <i>model</i>", reviewer="ana")
+    )
+    out = tmp_path / "report.html"
+    write_report(store, run_id, out, alpha=ALPHA)
+    parts = parse(out.read_text())
+    text = "".join(parts.text)
+    assert f"Reviewer decision: ana chose {chosen}" in text
+    assert "simplest <i>model</i>" in text and "i" not in parts.tags
