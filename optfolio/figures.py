@@ -204,7 +204,7 @@ def plot_fig5_min_judge(
                 axis.text(
                     0.5,
                     0.5,
-                    f"no problem has\n{size} judged valid candidates",
+                    f"no problem has\n{size} valid candidates",
                     ha="center",
                     va="center",
                     transform=axis.transAxes,
