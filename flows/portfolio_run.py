@@ -19,7 +19,7 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from optfolio.errors import OptfolioError
-from optfolio.pipeline import open_run, role_endpoints
+from optfolio.pipeline import open_run, role_endpoints, run_lock
 from optfolio.run_config import PortfolioRunParameters
 from optfolio.store import RunStore, new_run_id
 from tasks.assemble import assemble_run
@@ -120,10 +120,15 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
         # A flow's task runner is fixed where it is defined: a deployment run asking for Dask
         # runs the same flow as a subflow on a Dask task runner (the CLI does that directly).
         return portfolio_run.with_options(task_runner=task_runner_for(p))(p)
-    logger = get_run_logger()
     store = RunStore(p.store)
-    store_root = str(store.root)
     run_id = p.run_id or new_run_id()
+    with run_lock(store, run_id):  # one process per run id at a time
+        return _portfolio_run(p, store, run_id)
+
+
+def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> dict[str, object]:
+    logger = get_run_logger()
+    store_root = str(store.root)
     open_run(store, run_id, p)
     store.remove_temporaries()
     problem_ids = load_dataset(store_root, run_id, p.dataset, p.path, p.ids, p.limit)
@@ -132,6 +137,7 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
     )
 
     failed: list[str] = []
+    reasons: list[str] = []
     with sandbox_engine(), role_endpoints(p) as resolved:
         endpoints = {role: e.model_dump() for role, e in resolved.items()}
         in_flight: dict[str, list[PrefectFuture]] = {}
@@ -147,19 +153,20 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
                 for finished_id in [
                     pid for pid, ends in in_flight.items() if all(f in ended for f in ends)
                 ]:
-                    failed += _failures(finished_id, in_flight.pop(finished_id))
+                    failed += _failures(finished_id, in_flight.pop(finished_id), reasons)
             in_flight[problem_id] = submit_problem(p, store_root, run_id, problem_id, endpoints)
             logger.info("submitted problem %d/%d: %s", number, len(problem_ids), problem_id)
         for problem_id, ends in in_flight.items():
             wait(ends)
-            failed += _failures(problem_id, ends)
+            failed += _failures(problem_id, ends, reasons)
 
     outputs = assemble_run(store_root, run_id, p.alphas, p.sizes, p.random_draws, p.seed)
     figures = draw_run_figures(store_root, run_id)
     if failed:
         raise OptfolioError(
             f"run {run_id}: {len(failed)} of {len(problem_ids)} problems failed"
-            f" ({', '.join(failed[:5])}); re-run with run_id={run_id} to resume"
+            f" ({', '.join(failed[:5])}); first error: {reasons[0]};"
+            f" re-run with run_id={run_id} to resume"
         )
     print(f"run {run_id} done: {Path(outputs['dataset_summary']).parent}")
     return {
@@ -171,5 +178,14 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
     }
 
 
-def _failures(problem_id: str, ends: list[PrefectFuture]) -> list[str]:
-    return [problem_id] if any(not f.state.is_completed() for f in ends) else []
+def _failures(problem_id: str, ends: list[PrefectFuture], reasons: list[str]) -> list[str]:
+    """``[problem_id]`` if a stage of it failed (its error appended to ``reasons``), else []."""
+    broken = [f for f in ends if not f.state.is_completed()]
+    for future in broken[:1]:
+        error = future.state.result(raise_on_failure=False)
+        reasons.append(
+            f"{problem_id}: {type(error).__name__}: {error}"
+            if isinstance(error, BaseException)
+            else f"{problem_id}: {future.state.message or future.state.name}"
+        )
+    return [problem_id] if broken else []

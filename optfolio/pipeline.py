@@ -7,6 +7,7 @@ Prefect-free: ``tasks/`` and ``flows/`` call these.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -19,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from optfolio.errors import InputError
+from optfolio.errors import InputError, OptfolioError
 from optfolio.llm.cache import ResponseCache
 from optfolio.llm.client import LLMClient
 from optfolio.llm.settings import LLMSettings
 from optfolio.run_config import ModelEndpoint, PortfolioRunParameters
 from optfolio.schemas import JUDGMENTS, LLM_USAGE, SCORES
-from optfolio.store import RunStore, check_name, part_name
+from optfolio.store import RunStore, check_name, part_name, raise_if_full
 
 ROLES = ("generator", "evaluator", "judge")
 MANIFEST = "manifest.json"
@@ -57,6 +58,47 @@ def open_run(store: RunStore, run_id: str, parameters: PortfolioRunParameters) -
     return manifest
 
 
+class RunInProgress(OptfolioError):
+    """Another process is running this run id now; two writers of one run would do (and pay
+    for) the same work twice."""
+
+
+@contextlib.contextmanager
+def run_lock(store: RunStore, run_id: str) -> Iterator[Path]:
+    """Hold ``<store>/runs/run_id=<id>/lock`` (``flock``) while the run works; a second
+    process asking for the same run id is refused at once. The kernel drops the lock when
+    its process dies, even by SIGKILL, so a killed run can be resumed immediately. (Runs
+    with different ids share a store freely: their parts never collide and the response
+    cache takes concurrent writers.)"""
+    path = manifest_path(store, run_id).with_name("lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as error:
+        raise_if_full(error, path)
+        raise
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise RunInProgress(
+                f"run {run_id!r} is already running (process {holder}; lock {path}): wait"
+                " for it to end, or choose another --run-id"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
 def list_runs(store: RunStore) -> list[dict[str, Any]]:
     runs_dir = store.root / "runs"
     manifests = sorted(runs_dir.glob(f"run_id=*/{MANIFEST}")) if runs_dir.is_dir() else []
@@ -64,10 +106,19 @@ def list_runs(store: RunStore) -> list[dict[str, Any]]:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(temp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        raise_if_full(error, path)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 # ---- endpoints ---------------------------------------------------------------------------

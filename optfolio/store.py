@@ -13,6 +13,7 @@ see the temporary name).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from optfolio.errors import InputError
+from optfolio.errors import InputError, OptfolioError
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -35,6 +36,27 @@ _TEMP_MARKER = ".tmp-"
 
 class StoreError(InputError):
     """A store operation was given something it cannot accept; the message names it."""
+
+
+class StoreFull(OptfolioError, OSError):
+    """The file system under the store is full (or over quota): retrying soon will not help.
+    Nothing half-written is left; free space and re-run the same run id to resume."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def raise_if_full(error: BaseException, path: Path) -> None:
+    """Re-raise a full-disk error (OSError, or pyarrow's OSError that only says so in its
+    text) as :class:`StoreFull` naming ``path``; other errors are left to the caller."""
+    full = isinstance(error, OSError) and (
+        error.errno in _FULL_ERRNOS or "No space left on device" in str(error)
+    )
+    if full and not isinstance(error, StoreFull):
+        raise StoreFull(
+            f"no space left on the device holding {path}: nothing half-written was kept;"
+            " free space and re-run with the same run id to resume",
+        ) from error
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -195,16 +217,19 @@ def conform(table: str, data: pa.Table) -> pa.Table:
 
 def write_parquet_atomically(data: pa.Table, final: Path) -> Path:
     """Write ``data`` to ``final`` so that readers see the whole file or nothing."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.with_name(f".{final.name}{_TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex}")
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(data, temp, compression="zstd")
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
+        _fsync_dir(final.parent)
+    except OSError as error:
+        raise_if_full(error, final)
+        raise
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
     return final
 
 

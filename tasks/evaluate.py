@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from optfolio.llm import evaluate_candidate
 from optfolio.pipeline import review_problem
 from optfolio.store import RunStore
+from tasks import retry_transient
 
 
 # Retries re-ask only what is missing: every answered sample is in the response cache.
@@ -15,6 +16,7 @@ from optfolio.store import RunStore
     retries=2,
     retry_delay_seconds=[10, 60],
     cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
     task_run_name="evaluate-{problem_id}",
 )
 def evaluate(

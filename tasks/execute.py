@@ -12,12 +12,14 @@ from optfolio.schemas import EXECUTIONS
 from optfolio.store import RunStore, part_name
 from sandbox import Sandbox
 from sandbox.limits import Limits
+from tasks import retry_transient
 
 
 @task(
     retries=2,
     retry_delay_seconds=[5, 30],
     cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
     task_run_name="execute-{problem_id}",
 )
 def execute(

@@ -10,6 +10,7 @@ from optfolio.llm import LLMClient, ResponseCache, generate_candidates
 from optfolio.pipeline import llm_settings, problem_rows, usage_row
 from optfolio.schemas import LLM_USAGE
 from optfolio.store import RunStore, part_name
+from tasks import retry_transient
 
 
 # Retries re-ask only what is missing: every answered sample is in the response cache.
@@ -17,6 +18,7 @@ from optfolio.store import RunStore, part_name
     retries=2,
     retry_delay_seconds=[10, 60],
     cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
     task_run_name="generate-{problem_id}",
 )
 def generate(

@@ -8,12 +8,14 @@ from prefect.cache_policies import NO_CACHE
 from optfolio.llm import judge_candidate
 from optfolio.pipeline import review_problem
 from optfolio.store import RunStore
+from tasks import retry_transient
 
 
 @task(
     retries=2,
     retry_delay_seconds=[10, 60],
     cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
     task_run_name="judge-{problem_id}",
 )
 def judge(

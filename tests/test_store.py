@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optfolio.schemas import PROBLEMS
-from optfolio.store import RunStore, StoreError, part_name
+from optfolio.store import RunStore, StoreError, StoreFull, part_name
 
 
 def problems(n: int, prefix: str = "p") -> pa.Table:
@@ -66,7 +66,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path: Path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pq, "write_table", exploding_write)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StoreFull, match=r"no space left on the device holding .*a\.parquet"):
         store.write_part("problems", "r", "a", problems(5))
     with pytest.raises(OSError):
         store.write_part("problems", "r", "b", problems(5))

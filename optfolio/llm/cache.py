@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optfolio.store import raise_if_full
+
 CACHE_DIRNAME = "_llm_cache"
 _FORMAT = 1
 
@@ -65,9 +67,9 @@ class ResponseCache:
     def put(self, key: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """Store ``value`` unless another writer got there first; returns the stored value."""
         final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "w", encoding="utf-8") as handle:
                 json.dump(value, handle, ensure_ascii=False, sort_keys=True)
                 handle.flush()
@@ -79,9 +81,13 @@ class ResponseCache:
                 if existing is not None:
                     return existing
                 os.replace(temp, final)  # an unreadable leftover: ours replaces it
-            except OSError:
+            except OSError as error:
+                raise_if_full(error, final)
                 # File systems without hard links (some network mounts): last writer wins.
                 os.replace(temp, final)
+        except OSError as error:
+            raise_if_full(error, final)
+            raise
         finally:
             temp.unlink(missing_ok=True)
         return dict(value)

@@ -319,6 +319,12 @@ class LLMClient:
         for choice in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
             message = getattr(choice, "message", None)
             content = getattr(message, "content", None)
+            finish_reason = getattr(choice, "finish_reason", None)
+            if finish_reason == "content_filter" and content is None:
+                # The provider withheld the answer. Asking again (same prompt, same seed)
+                # would be withheld again: record it as an answer, which the generator turns
+                # into ⊥ and a review into a null score, so nothing retries forever.
+                content = ""
             if not isinstance(content, str):
                 raise MalformedResponse("a choice has no message content")
             tokens: tuple[str, ...] | None = None
@@ -333,7 +339,7 @@ class LLMClient:
             samples.append(
                 Sample(
                     text=content,
-                    finish_reason=getattr(choice, "finish_reason", None),
+                    finish_reason=finish_reason,
                     tokens=tokens,
                     token_logprobs=logprobs,
                 )

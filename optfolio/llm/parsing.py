@@ -58,8 +58,12 @@ def parse_candidate(text: str, finish_reason: str | None = None) -> ParsedCandid
     """Split an answer into formulation and the first Python block (the code ORLM runs).
 
     Invalid (the candidate ⊥) when there is no Python block, the block was cut off by the
-    token limit, it does not parse as Python, or it imports no known solver package.
+    token limit, it does not parse as Python, it imports no known solver package, or the
+    provider's content filter stopped the answer (``finish_reason`` ``content_filter``).
     """
+    if finish_reason == "content_filter":
+        # The provider cut or withheld the answer: whatever is left is not the model's answer.
+        return ParsedCandidate(text.strip() or None, None, None, False, "content_filter")
     code: str | None = None
     start = None
     for match in _FENCE.finditer(text):
