@@ -243,9 +243,7 @@ def start_concurrent_runs(
         env = {**os.environ, "PREFECT_HOME": str(home), "OPENAI_API_KEY": "unused"}
         log = (scratch / f"{run_id}.log").open("w")
         command = [
-            sys.executable,
-            "-m",
-            "optfolio",
+            str(Path(sys.executable).parent / "optfolio"),
             "run",
             "--limit",
             str(limit),

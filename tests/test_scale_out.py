@@ -274,15 +274,15 @@ def test_sql_assembly_over_ten_thousand_problems(tmp_path: Path) -> None:
     write_synthetic_run(store, LOAD_PROBLEMS, per_problem=20, samples=4, run_id=RUN_ID)
     settings = warehouse.AssemblySettings(alphas=(0.1, 0.5), sizes=(2,), random_draws=5)
     with warehouse.connect(store, [RUN_ID], settings) as con:
-        sizes = con.sql(
+        sizes = con.execute(
             "select evaluator, alpha, count(*), min(portfolio_size), max(portfolio_size),"
             " bool_and(target_reached) from portfolio_sizes group by all order by all"
         ).fetchall()
-        mass = con.sql(
+        mass = con.execute(
             "select min(total), max(total) from (select sum(p) total from candidates"
             " group by problem_id)"
         ).fetchone()
-        summary = con.sql(
+        summary = con.execute(
             "select evaluator, basis, problems, mean_pass_at_1 from dataset_summary"
             " where basis = 'alpha' and alpha = 0.5 order by evaluator"
         ).fetchall()
