@@ -281,20 +281,20 @@ def summary_markdown(review: ProblemReview) -> str:
     reached = "yes" if review.target_reached else "no"
     lines = [
         f"**{review.problem_id}**: portfolio of {len(review.members)} at α = {review.alpha:g}"
-        f" ({review.evaluator} evaluator; 1 − α reached: {reached});"
-        f" known optimum: {truth}",
+        f" ({review.evaluator} ranking; mass 1 − α reached: {reached}); known optimum: {truth}."
+        " Evaluator: mean score 1–100; judge: mean 0–1.",
         "",
-        "| rank | candidate | p | run | objective | evaluator (1-100) | judge (0-1) | correct |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| # | candidate | run | objective | eval | judge | correct |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in review.members:
         lines.append(
-            f"| {m.rank} | `{m.candidate_id}` | {_number(m.p, 3)} | {m.execution_status or '–'}"
+            f"| {m.rank} | {m.candidate_id} | {m.execution_status or '–'}"
             f" | {_number(m.objective, 6)} | {_number(m.evaluator_score, 1)}"
             f" | {_number(m.judge_score, 2)} | {_correct(m.correct)} |"
         )
     if not review.members:
-        lines.append("| – | no valid candidate: reject with a comment | | | | | | |")
+        lines.append("| – | no valid candidate: reject with a comment | | | | | |")
     return "\n".join(lines)
 
 
