@@ -43,9 +43,10 @@ def review(
     Returns {problem: chosen candidate id, or "rejected"} for the decisions made in this run."""
     reviews = load_portfolios(store, run_id, alpha, evaluator, problem_ids)
     publish_portfolio.map(reviews).result()
-    decided = set(problems_with_decisions(store, run_id))
     made: dict[str, str] = {}
     for problem in reviews:
+        # read afresh each time: `optfolio review decide` may have decided it meanwhile
+        decided = problems_with_decisions(store, run_id)
         if problem.problem_id in decided and not revisit_decided:
             print(f"{problem.problem_id}: already decided, skipped (revisit_decided to change)")
             continue

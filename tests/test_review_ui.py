@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from optfolio import orchestrator
-from optfolio.review import artifact_key, read_decisions
+from optfolio.review import (
+    REJECT_ALL,
+    artifact_key,
+    load_reviews,
+    make_decision,
+    read_decisions,
+    write_decision,
+)
 from optfolio.settings import REPO_ROOT
 from tests.plugins.run_fixtures import build_finished_run, synthetic_candidate_id
 from tests.test_deployments import TERMINAL, UI_TIMEOUT_MS, _api, _deployment, _worker_log
@@ -118,3 +125,51 @@ def test_review_decided_in_the_ui(
     assert decision["reviewer"] == "ui-test"
     assert decision["comment"] == "the second model reads the data right"
     assert decision["correct"] is False  # the view joins the outcome: this one is 10% off
+
+
+@pytest.mark.timeout(300, func_only=True)
+def test_review_asks_again_after_a_refused_answer_and_skips_decided_problems(
+    prefect_stack: orchestrator.StackStatus, tmp_path: Path
+) -> None:
+    """Answers through the API, as the UI sends them: a rejection without a comment is refused
+    and the run pauses again; a problem decided beforehand (from the CLI) is not asked."""
+    store, run_id = build_finished_run(tmp_path / "store")
+    [furniture] = load_reviews(store, run_id, problem_ids=["furniture"])
+    write_decision(store, make_decision(furniture, furniture.member_ids[0], reviewer="cli-user"))
+    parameters = {"run_id": run_id, "store": str(store.root), "problem_ids": ["furniture", "diet"]}
+    with _api(prefect_stack) as api:
+        deployment = _deployment(api, "review", "review-adhoc")
+        created = api.post(
+            f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
+        )
+        assert created.status_code == 201, created.text
+        flow_run_id = created.json()["id"]
+        first_pause = _wait_for_state(api, flow_run_id, {"PAUSED"}, PAUSE_TIMEOUT_S)
+        assert first_pause["state_type"] == "PAUSED", _worker_log(prefect_stack)
+
+        refused = {"candidate": REJECT_ALL, "comment": "", "reviewer": "api"}
+        resumed = api.post(f"/flow_runs/{flow_run_id}/resume", json={"run_input": refused})
+        assert resumed.json()["status"] == "ACCEPT", resumed.text
+        second_pause = _wait_for_new_pause(api, flow_run_id, first_pause["state"]["id"])
+        assert second_pause["state_type"] == "PAUSED", _worker_log(prefect_stack)
+
+        accepted = refused | {"comment": "the protein bound is misread by all three"}
+        resumed = api.post(f"/flow_runs/{flow_run_id}/resume", json={"run_input": accepted})
+        assert resumed.json()["status"] == "ACCEPT", resumed.text
+        run = _wait_for_state(api, flow_run_id, set(), RESUME_TIMEOUT_S)
+    assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
+    decisions = {row["problem_id"]: row for row in read_decisions(store, run_id)}
+    assert decisions["diet"]["decision"] == "rejected"
+    assert decisions["diet"]["comment"] == "the protein bound is misread by all three"
+    assert decisions["diet"]["source"] == "ui"
+    assert decisions["furniture"]["source"] == "cli"  # decided before: never asked, unchanged
+
+
+def _wait_for_new_pause(api: httpx.Client, flow_run_id: str, old_state_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + RESUME_TIMEOUT_S
+    while True:
+        run = api.get(f"/flow_runs/{flow_run_id}").json()
+        new_pause = run["state_type"] == "PAUSED" and run["state"]["id"] != old_state_id
+        if new_pause or run["state_type"] in TERMINAL or time.monotonic() > deadline:
+            return run
+        time.sleep(1.0)

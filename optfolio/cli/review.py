@@ -1,7 +1,7 @@
 """``optfolio review``: see a finished run's portfolios and decide, from a shell.
 
 The same decisions as the ``review`` flow's form in the Prefect UI (``optfolio.review``
-validates both); ``--flow-run`` also resumes a ``review`` flow run paused on that problem.
+validates both). A ``review`` flow run skips the problems decided here when it reaches them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from optfolio.errors import InputError
-from optfolio.review import DEFAULT_ALPHA, REJECT_ALL
+from optfolio.review import DEFAULT_ALPHA
 from optfolio.settings import default_store_root
 
 if TYPE_CHECKING:
@@ -79,10 +79,6 @@ def decide_command(
     store: StoreOption = None,
     alpha: AlphaOption = DEFAULT_ALPHA,
     evaluator: EvaluatorOption = "llm",
-    flow_run: Annotated[
-        str | None,
-        typer.Option(help="Also resume this review flow run, paused on this problem."),
-    ] = None,
 ) -> None:
     """Record a decision for one problem (replacing an earlier one)."""
     from optfolio.review import load_reviews, make_decision, write_decision
@@ -96,30 +92,6 @@ def decide_command(
     path = write_decision(run_store, decision)
     what = f"chose {decision.candidate_id}" if choose else "rejected the portfolio"
     typer.echo(f"{problem}: {what} (alpha={alpha:g}); written to {path}")
-    if flow_run:
-        _resume(flow_run, choose or REJECT_ALL, decision.comment, name)
-        typer.echo(f"resumed flow run {flow_run}")
-
-
-def _resume(flow_run_id: str, candidate: str, comment: str, reviewer: str) -> None:
-    """Resume a paused ``review`` flow run with the same answer as its form would give."""
-    import uuid
-
-    from optfolio.settings import apply_prefect_defaults
-
-    try:
-        run_uuid = uuid.UUID(flow_run_id)
-    except ValueError as error:
-        raise InputError(f"--flow-run {flow_run_id!r}: not a flow run id") from error
-    apply_prefect_defaults()
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    answer = {"candidate": candidate, "comment": comment, "reviewer": reviewer}
-    try:
-        resume_flow_run(run_uuid, run_input=answer)
-    except (ObjectNotFound, RuntimeError) as error:  # NotPausedError is a RuntimeError
-        raise InputError(f"--flow-run {flow_run_id}: cannot resume: {error}") from error
 
 
 @review_app.command("list")
