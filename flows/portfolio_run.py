@@ -48,7 +48,7 @@ def submit_problem(
     problem_id: str,
     endpoints: dict[str, dict],
 ) -> list[PrefectFuture]:
-    """One problem's chain of stages; returns the futures that end it."""
+    """One problem's chain of stages; returns the futures of all of its stages."""
     generated = generate.submit(
         store_root,
         run_id,
@@ -91,7 +91,9 @@ def submit_problem(
                 wait_for=[executed],
             )
         )
-    return ends
+    # The first stages too: a problem ends when all of them have, and a failure's cause
+    # (say, the engine gone during execution) is on the stage that raised it.
+    return [generated, executed, *ends]
 
 
 def task_runner_for(p: PortfolioRunParameters) -> TaskRunner:
@@ -181,8 +183,12 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
 def _failures(problem_id: str, ends: list[PrefectFuture], reasons: list[str]) -> list[str]:
     """``[problem_id]`` if a stage of it failed (its error appended to ``reasons``), else []."""
     broken = [f for f in ends if not f.state.is_completed()]
-    for future in broken[:1]:
-        error = future.state.result(raise_on_failure=False)
+    # The stage that failed, not the ones that then never ran ("NotReady").
+    for future in [f for f in broken if f.state.is_failed()][:1] or broken[:1]:
+        try:
+            error = future.state.result(raise_on_failure=False)
+        except Exception:  # an unfinished state has no result
+            error = None
         reasons.append(
             f"{problem_id}: {type(error).__name__}: {error}"
             if isinstance(error, BaseException)
