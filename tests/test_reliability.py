@@ -294,6 +294,7 @@ def reference(
     served = fake_llm.counts()
     # Both runs share the response cache: at most both asked for a sample at the same time.
     assert all(samples[r] <= served[r] <= 2 * samples[r] for r in samples), (served, samples)
+    print(f"\ntwo runs at once: endpoint served {dict(served)}; distinct {dict(samples)}")
     logs = [text for _, out, err in outputs for text in (out, err)]
     return Reference(store, "a", samples, logs)
 
@@ -516,7 +517,7 @@ def _jsonl(path: Path, records: list[Any]) -> str:
         ("duplicate_id", "duplicate id 'a'"),
         ("non_utf8", "line 2: not UTF-8"),
         ("empty_file", "file is empty"),
-        ("huge_description", "line 1 (id 'huge'), field 'description'"),
+        ("huge_description", "field 'description': description has 2,000,000 characters (limit"),
         ("zero_candidates", "parameter candidates"),
     ],
 )
