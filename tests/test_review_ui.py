@@ -30,7 +30,7 @@ from tests.plugins.run_fixtures import build_finished_run, synthetic_candidate_i
 from tests.test_deployments import TERMINAL, UI_TIMEOUT_MS, _api, _deployment, _worker_log
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,22 @@ def _wait_for_state(
         if run["state_type"] in wanted | TERMINAL or time.monotonic() > deadline:
             return run
         time.sleep(1.0)
+
+
+def _open_resume_form(page: Page) -> None:
+    """The run page's actions menu (⋮) → Resume. A click that lands before the page has
+    wired its handlers opens nothing (seen on a loaded machine): open the menu again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    resume = page.get_by_role("menuitem", name="Resume")
+    for _attempt in range(5):
+        page.locator("[data-slot=dropdown-menu-trigger]").first.click()
+        try:
+            resume.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")  # close a menu that opened without Resume yet
+    resume.click()
 
 
 def test_review_adhoc_deployment_is_applied(prefect_stack: orchestrator.StackStatus) -> None:
@@ -92,11 +108,13 @@ def test_review_decided_in_the_ui(
     try:
         # The paused run as the UI lists it, then its page.
         page.goto(f"{prefect_stack.ui_url}/runs", wait_until="domcontentloaded")
-        page.get_by_role("link", name=run["name"], exact=True).first.click()
+        listed = page.get_by_role("link", name=run["name"], exact=True).first
+        listed.wait_for()
+        assert (listed.get_attribute("href") or "").endswith(f"/runs/flow-run/{flow_run_id}")
+        # Follow the listed link by address: a chart above the list can take the click.
+        page.goto(f"{prefect_stack.ui_url}/runs/flow-run/{flow_run_id}")
         page.get_by_text("Paused", exact=True).first.wait_for()
-        # The run page's actions menu (⋮) offers Resume while the run is paused.
-        page.locator("[data-slot=dropdown-menu-trigger]").first.click()
-        page.get_by_role("menuitem", name="Resume").click()
+        _open_resume_form(page)
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Provide input to resume").wait_for()
         # The enum of candidates is a select: a button that opens a listbox of options.
