@@ -27,14 +27,18 @@ serves ``POST /v1/chat/completions``, ``GET /stats`` (counters and the service t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import re
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 CHARS_PER_TOKEN = 4
@@ -335,6 +339,27 @@ def serve(latency: float, slots: int, port: int) -> None:
         server.serve_forever()
     finally:
         server.server_close()
+
+
+@contextlib.contextmanager
+def running(latency: float, slots: int = 16) -> Iterator[str]:
+    """This endpoint in its own process (its CPU must not share the caller's GIL); yields its
+    root URL (``/v1``, ``/stats`` and ``/reset`` hang below it)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--latency", str(latency)]
+    process = subprocess.Popen(
+        [*command, "--slots", str(slots)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        if len(line) != 2 or line[0] != "PORT":
+            raise RuntimeError(f"fake endpoint did not start: {line}")
+        yield f"http://127.0.0.1:{line[1]}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:

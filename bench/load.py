@@ -31,6 +31,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import _fake_endpoint as fake_endpoint  # noqa: E402
 from optfolio.schemas import CANDIDATES, EXECUTIONS, JUDGMENTS, PROBLEMS, SCORES  # noqa: E402
 from optfolio.store import RunStore  # noqa: E402
 
@@ -207,28 +208,18 @@ def bench_concurrent(args: argparse.Namespace) -> None:
 
     with engine.session() as client:
         image.build(client, log=lambda line: None)
-    endpoint = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "_fake_endpoint.py"), "--latency", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert endpoint.stdout is not None
-        port = int(endpoint.stdout.readline().split()[1])
-        with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as scratch:
-            runs = start_concurrent_runs(
-                Path(scratch), f"http://127.0.0.1:{port}/v1", args.limit, args.candidates
+    with (
+        fake_endpoint.running(latency=0) as url,
+        tempfile.TemporaryDirectory(prefix="bench-concurrent-") as scratch,
+    ):
+        runs = start_concurrent_runs(Path(scratch), f"{url}/v1", args.limit, args.candidates)
+        for run_id, outcome in runs.items():
+            print(
+                f"{run_id}: exit {outcome['returncode']}, wall {outcome['wall_s']:.1f} s,"
+                f" peak RSS {outcome['peak_rss_mb']:.0f} MiB"
             )
-            for run_id, outcome in runs.items():
-                print(
-                    f"{run_id}: exit {outcome['returncode']}, wall {outcome['wall_s']:.1f} s,"
-                    f" peak RSS {outcome['peak_rss_mb']:.0f} MiB"
-                )
-                if outcome["returncode"] != 0:
-                    print(outcome["output"][-2000:])
-    finally:
-        endpoint.terminate()
-        endpoint.wait(timeout=10)
+            if outcome["returncode"] != 0:
+                print(outcome["output"][-2000:])
 
 
 def start_concurrent_runs(

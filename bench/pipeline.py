@@ -49,7 +49,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,33 +60,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flows/, tasks/ (repo root)
 
-from _fake_endpoint import expected_output
+from _fake_endpoint import expected_output, running
 
 ROLES = ("generator", "evaluator", "judge")
 MODEL = "bench-model"
 
 
 # ---- the endpoint ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fake_endpoint(latency: float, slots: int) -> Iterator[str]:
-    """The fake endpoint in its own process (its CPU must not share our GIL); yields its URL."""
-    script = Path(__file__).resolve().parent / "_fake_endpoint.py"
-    process = subprocess.Popen(
-        [sys.executable, str(script), "--latency", str(latency), "--slots", str(slots)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().split()
-        if len(line) != 2 or line[0] != "PORT":
-            raise RuntimeError(f"fake endpoint did not start: {line}")
-        yield f"http://127.0.0.1:{line[1]}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def endpoint_call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -438,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         dataset = work / "problems.jsonl"
         write_dataset(dataset, args.problems)
-        with fake_endpoint(args.latency, args.concurrency) as url:
+        with running(args.latency, args.concurrency) as url:
             product = run_flow(
                 "product", url, dataset, work, args, args.problems, args.latency, None
             )

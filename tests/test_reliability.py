@@ -37,6 +37,7 @@ import docker
 import pyarrow.parquet as pq
 import pytest
 
+from bench import _fake_endpoint as fake_endpoint
 from optfolio.errors import InputError
 from optfolio.llm.cache import CACHE_DIRNAME
 from optfolio.pipeline import RunInProgress, run_lock
@@ -103,20 +104,8 @@ class FakeEndpoint:
 
 @pytest.fixture(scope="module")
 def fake_llm() -> Iterator[FakeEndpoint]:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "_fake_endpoint.py"), "--latency", "0.05"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().split()
-        assert line[:1] == ["PORT"], line
-        url = f"http://127.0.0.1:{line[1]}"
+    with fake_endpoint.running(latency=0.05) as url:
         yield FakeEndpoint(base_url=f"{url}/v1", stats_url=f"{url}/stats")
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 # ---- runs in their own process group ----------------------------------------------------------

@@ -9,8 +9,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench import _fake_endpoint as fake_endpoint_process
 from optfolio.run_config import PortfolioRunParameters, parse_parameters
 from optfolio.store import RunStore, StoreError
 
@@ -34,18 +33,8 @@ RUN_ID = "scale"
 @pytest.fixture(scope="module")
 def fake_endpoint() -> Iterator[str]:
     """Base URL of the deterministic fake OpenAI-compatible endpoint (its own process)."""
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "_fake_endpoint.py"), "--latency", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline().split()[1])
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with fake_endpoint_process.running(latency=0) as url:
+        yield f"{url}/v1"
 
 
 def endpoint_requests(base_url: str) -> int:
