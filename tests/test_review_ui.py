@@ -39,6 +39,16 @@ PAUSE_TIMEOUT_S = 180.0  # worker pick-up, flow start and three small tasks on a
 RESUME_TIMEOUT_S = 90.0  # the run polls every 2 s, then writes one decision
 
 
+def _start_review(api: httpx.Client, parameters: dict[str, Any]) -> str:
+    """A flow run of the review-adhoc deployment with PARAMETERS; returns its id."""
+    deployment = _deployment(api, "review", "review-adhoc")
+    created = api.post(
+        f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
 def _wait_for_state(
     api: httpx.Client, flow_run_id: str, wanted: set[str], timeout_s: float
 ) -> dict[str, Any]:
@@ -90,12 +100,7 @@ def test_review_decided_in_the_ui(
         "reviewer": "ui-test",
     }
     with _api(prefect_stack) as api:
-        deployment = _deployment(api, "review", "review-adhoc")
-        created = api.post(
-            f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
-        )
-        assert created.status_code == 201, created.text
-        flow_run_id = created.json()["id"]
+        flow_run_id = _start_review(api, parameters)
         run = _wait_for_state(api, flow_run_id, {"PAUSED"}, PAUSE_TIMEOUT_S)
         assert run["state_type"] == "PAUSED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
         artifact = api.get(f"/artifacts/{artifact_key(run_id, 'diet')}/latest")
@@ -156,12 +161,7 @@ def test_review_asks_again_after_a_refused_answer_and_skips_decided_problems(
     write_decision(store, make_decision(furniture, furniture.member_ids[0], reviewer="cli-user"))
     parameters = {"run_id": run_id, "store": str(store.root), "problem_ids": ["furniture", "diet"]}
     with _api(prefect_stack) as api:
-        deployment = _deployment(api, "review", "review-adhoc")
-        created = api.post(
-            f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
-        )
-        assert created.status_code == 201, created.text
-        flow_run_id = created.json()["id"]
+        flow_run_id = _start_review(api, parameters)
         first_pause = _wait_for_state(api, flow_run_id, {"PAUSED"}, PAUSE_TIMEOUT_S)
         assert first_pause["state_type"] == "PAUSED", _worker_log(prefect_stack)
 
