@@ -583,7 +583,6 @@ def test_canary_api_key_reaches_no_store_artifact_report_or_log(
     """The runs had OPENAI_API_KEY set to a canary (and sent it to the endpoint, as they must).
     It is in no stored file, no report, no line the runs printed or logged, and nothing
     Prefect keeps: flow-run parameters, task-run inputs, logs, artifacts."""
-    import asyncio
 
     from prefect.client.orchestration import get_client
 
@@ -607,17 +606,15 @@ def test_canary_api_key_reaches_no_store_artifact_report_or_log(
     assert done.returncode == 0, done.stderr[-2000:]
     assert report.stat().st_size > 0
 
-    async def prefect_records() -> list[str]:
-        async with get_client() as client:
-            found = [
-                *(r.model_dump_json() for r in await client.read_flow_runs()),
-                *(r.model_dump_json() for r in await client.read_task_runs()),
-                *(r.model_dump_json() for r in await client.read_logs()),
-                *(r.model_dump_json() for r in await client.read_artifacts()),
-            ]
-            return found
-
-    records = asyncio.run(prefect_records())
+    # A sync client: an event loop left in this thread (Playwright's sync API does that)
+    # makes asyncio.run() refuse.
+    with get_client(sync_client=True) as client:
+        records = [
+            *(r.model_dump_json() for r in client.read_flow_runs()),
+            *(r.model_dump_json() for r in client.read_task_runs()),
+            *(r.model_dump_json() for r in client.read_logs()),
+            *(r.model_dump_json() for r in client.read_artifacts()),
+        ]
     assert any('"portfolio_run"' in r or "portfolio_run" in r for r in records)
     assert any("Finished in state" in r for r in records), "the runs' logs reached Prefect"
     for record in records:

@@ -204,6 +204,7 @@ def test_empty_run_data_still_draws_every_figure(finished, figure_data, tmp_path
 def test_task_writes_figures_and_an_artifact(prefect_harness, finished) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     from tasks.figures import draw_run_figures
 
@@ -212,8 +213,11 @@ def test_task_writes_figures_and_an_artifact(prefect_harness, finished) -> None:
     assert [p.parent for p in written] == [run_results.figures_dir(store, run_id)] * 3
     assert all(p.is_file() for p in written)
     with get_client(sync_client=True) as client:
-        (artifact, *_) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["portfolio-run-figures"]))
+        # the newest: other tests' runs in this session publish under the same key
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["portfolio-run-figures"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
         )
     markdown = str(artifact.data)
     assert markdown.count("data:image/png;base64,") == 3
