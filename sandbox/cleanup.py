@@ -118,11 +118,11 @@ atexit.register(_at_exit)
 def remove_leftovers(client: docker.DockerClient) -> int:
     """Remove sandbox containers and job directories of owners that are gone; return the count."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = container.labels.get(OWNER_LABEL, "")
+    for summary in _sandbox_container_summaries(client, {"label": LABEL}):
+        owner = (summary.get("Labels") or {}).get(OWNER_LABEL, "")
         if not owner_alive(owner):
             with contextlib.suppress(docker.errors.DockerException):
-                remove_container(container)
+                remove_container(client.containers.prepare_model(summary))
                 removed += 1
     if JOBS_ROOT.is_dir():
         for directory in JOBS_ROOT.iterdir():
@@ -134,4 +134,13 @@ def remove_leftovers(client: docker.DockerClient) -> int:
 def list_sandbox_containers(client: docker.DockerClient, owner: str | None = None) -> list[str]:
     """IDs of sandbox containers (of one owner, if given), running or not."""
     filters = {"label": [LABEL] + ([f"{OWNER_LABEL}={owner}"] if owner else [])}
-    return [container.id for container in client.containers.list(all=True, filters=filters)]
+    return [summary["Id"] for summary in _sandbox_container_summaries(client, filters)]
+
+
+def _sandbox_container_summaries(
+    client: docker.DockerClient, filters: dict[str, object]
+) -> list[dict[str, object]]:
+    """The engine's list entries. Not ``containers.list()``: it inspects each container after
+    listing, and one removed in between (by its own run, or another run's cleanup) raises
+    NotFound."""
+    return client.api.containers(all=True, filters=filters)

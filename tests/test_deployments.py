@@ -126,8 +126,24 @@ def ready(request: pytest.FixtureRequest, case: DeployedFlow) -> None:
         request.getfixturevalue(case.needs)
 
 
+class _RetryingTransport(httpx.HTTPTransport):
+    """Retries 503 and 429 as Prefect's own client does: a loaded server answers 503 when
+    its database times out, and rolls the request back, so sending it again is safe."""
+
+    ATTEMPTS = 6
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            response = super().handle_request(request)
+            if response.status_code not in {429, 503} or attempt == self.ATTEMPTS:
+                return response
+            response.close()
+            time.sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
+
+
 def _api(stack: orchestrator.StackStatus) -> httpx.Client:
-    return httpx.Client(base_url=stack.api_url, timeout=30.0)
+    return httpx.Client(base_url=stack.api_url, timeout=30.0, transport=_RetryingTransport())
 
 
 def _deployment(api: httpx.Client, flow: str, name: str) -> dict[str, Any]:
