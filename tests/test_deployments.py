@@ -273,7 +273,19 @@ def _open_custom_run(page: Page, ui: str, deployment: str, run_name: str) -> Non
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Custom run").click()
     page.get_by_text("Parameters", exact=True).wait_for()
-    page.get_by_label("Run Name").fill(run_name)
+    _name_run(page, run_name)
+
+
+def _name_run(page: Page, run_name: str) -> None:
+    """Type RUN_NAME into the form's Run Name. The form fills that field with a generated
+    name once it has loaded; a name typed before then is overwritten (the run is created
+    under the generated name: seen in CI), so wait for it, then type and check."""
+    from playwright.sync_api import expect
+
+    field = page.get_by_label("Run Name")
+    expect(field).not_to_have_value("", timeout=UI_TIMEOUT_MS)
+    field.fill(run_name)
+    expect(field).to_have_value(run_name)
 
 
 def _submit_and_wait(
@@ -282,6 +294,7 @@ def _submit_and_wait(
     """Submit the form; wait for the run the form created; show it in the UI."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    _name_run(page, run_name)  # still ours after the other fields were filled
     page.screenshot(path=str(shots / "ui-custom-run-form.png"), full_page=True)
     form_url = page.url
     with _api(stack) as api:
