@@ -202,22 +202,33 @@ def test_empty_run_data_still_draws_every_figure(finished, figure_data, tmp_path
 
 
 def test_task_writes_figures_and_an_artifact(prefect_harness, finished) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.runtime import flow_run
 
     from tasks.figures import draw_run_figures
 
     store, run_id, _ = finished
-    written = [Path(p) for p in draw_run_figures(str(store.root), run_id)]
+
+    @flow
+    def draw() -> tuple[list[str], str]:
+        # as portfolio_run calls it: inside a flow run, which the artifact belongs to
+        return draw_run_figures(str(store.root), run_id), flow_run.id
+
+    paths, flow_run_id = draw()
+    written = [Path(p) for p in paths]
     assert [p.parent for p in written] == [run_results.figures_dir(store, run_id)] * 3
     assert all(p.is_file() for p in written)
     with get_client(sync_client=True) as client:
-        # the newest: other tests' runs in this session publish under the same key
         (artifact,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["portfolio-run-figures"])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["portfolio-run-figures"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
         )
     markdown = str(artifact.data)
     assert markdown.count("data:image/png;base64,") == 3
