@@ -17,5 +17,3 @@ pytest_plugins: list[str] = [
     "tests.plugins.second_engine",
     "tests.plugins.run_fixtures",
 ]
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -19,7 +19,7 @@ from optfolio.datasets import (
 from optfolio.errors import InputError
 from optfolio.schemas import PROBLEMS
 from optfolio.store import conform
-from tests.conftest import IN_CI
+from tests.plugins.ci import IN_CI
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_FILES = {

@@ -44,6 +44,7 @@ from optfolio.pipeline import RunInProgress, run_lock
 from optfolio.run_config import parse_parameters
 from optfolio.store import RunStore, StoreFull
 from sandbox import cleanup
+from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import Fault, FaultServer
 from tests.plugins.second_engine import SecondEngine
 
@@ -432,7 +433,7 @@ def test_docker_engine_stopping_mid_run_fails_clearly_and_resumes(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        prerequisite_missing("mounting a tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)

@@ -13,6 +13,7 @@ import pytest
 
 from sandbox import DEFAULT_LIMITS, Sandbox, cleanup, engine, image
 from sandbox.container import start_container
+from tests.plugins.ci import prerequisite_missing
 
 pytestmark = pytest.mark.docker
 
@@ -124,7 +125,7 @@ def test_host_ca_bundle_is_in_no_image_layer(
     # are not certificates of the bundle, so each PEM block found is compared to the bundle.
     bundle = image.HOST_CA_BUNDLE
     if not bundle.is_file():
-        pytest.skip(f"no host CA bundle at {bundle}")
+        prerequisite_missing(f"no host CA bundle at {bundle}")
     pem = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]{64,}?)-----END CERTIFICATE")
     host_certs = {re.sub(rb"\s", b"", body) for body in pem.findall(bundle.read_bytes())}
     assert host_certs

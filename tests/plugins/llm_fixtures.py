@@ -9,7 +9,6 @@ a failure, never a skip: `make test` pulls them first.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -21,10 +20,10 @@ from typing import Any
 import pytest
 
 from optfolio.llm.settings import LLMSettings
+from tests.plugins.ci import prerequisite_missing
 
 QWEN = "qwen2.5-coder-1.5b"
 SMOL = "smollm2-135m"
-_IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _require_local_models() -> None:
@@ -36,10 +35,9 @@ def _require_local_models() -> None:
     except ImportError:
         missing.append("llama-cpp-python (pip install -e '.[local]')")
     if missing:
-        message = f"local model(s) missing: {', '.join(missing)}; run `make local-model`"
-        if _IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        prerequisite_missing(
+            f"local model(s) missing: {', '.join(missing)}; run `make local-model`"
+        )
 
 
 @pytest.fixture(scope="session")

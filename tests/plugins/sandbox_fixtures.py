@@ -7,21 +7,18 @@ tests skip with the reason, except in CI, where a missing engine or image is a f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import docker
 import pytest
 
 from optfolio.errors import ServiceUnavailable
+from tests.plugins.ci import prerequisite_missing
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"sandbox unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"sandbox unavailable: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    prerequisite_missing(f"sandbox unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")

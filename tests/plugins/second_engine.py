@@ -37,12 +37,12 @@ import pytest
 import requests.exceptions
 
 from sandbox.engine import DOCKERD_FLAGS
+from tests.plugins.ci import prerequisite_missing
 
 ROOT = Path(os.environ.get("OPTFOLIO_SECOND_ENGINE_DIR", "/var/tmp/optfolio-second-engine"))
 SLOTS = 4
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 45.0
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 class SecondEngine:
@@ -171,10 +171,7 @@ def _lock_free_slot() -> tuple[Path, IO[str]]:
 def second_engine(sandbox_image: str, docker_client: docker.DockerClient) -> Iterator[SecondEngine]:
     """A private dockerd with the sandbox image; stopped at the end of the session."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        message = "a second Docker engine needs root and dockerd"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        prerequisite_missing("a second Docker engine needs root and dockerd")
     directory, lock = _lock_free_slot()
     engine = SecondEngine(directory)
     try:

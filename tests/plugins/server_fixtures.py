@@ -10,22 +10,21 @@ image, the local models); the stack's worker never inherits `$OPENAI_BASE_URL`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from optfolio import orchestrator
+from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import _require_local_models as require_local_models
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-_IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags measured in ENVIRONMENT.md: no sandbox as root, no GPU, no network chatter.
 CHROMIUM_ARGS = [
@@ -70,10 +69,8 @@ def portfolio_run_ready(sandbox_image: str) -> None:
     require_local_models()
 
 
-def _unavailable(reason: str) -> None:
-    if _IN_CI:
-        pytest.fail(f"UI test prerequisite missing in CI: {reason}")
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    prerequisite_missing(reason)
 
 
 @pytest.fixture(scope="session")
