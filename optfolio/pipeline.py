@@ -26,7 +26,7 @@ from optfolio.llm.client import LLMClient
 from optfolio.llm.settings import LLMSettings
 from optfolio.run_config import ModelEndpoint, PortfolioRunParameters
 from optfolio.schemas import JUDGMENTS, LLM_USAGE, SCORES
-from optfolio.store import RunStore, check_name, part_name, raise_if_full
+from optfolio.store import RunStore, atomic_path, check_name, part_name, raise_if_full
 
 ROLES = ("generator", "evaluator", "judge")
 MANIFEST = "manifest.json"
@@ -106,19 +106,8 @@ def list_runs(store: RunStore) -> list[dict[str, Any]]:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as error:
-        raise_if_full(error, path)
-        raise
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
 
 # ---- endpoints ---------------------------------------------------------------------------

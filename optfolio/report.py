@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +35,7 @@ from optfolio.review import (
     ReviewMember,
     load_reviews,
 )
-from optfolio.store import RunStore
+from optfolio.store import RunStore, atomic_path
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -60,13 +58,8 @@ def write_report(
     """Render the run's review page to ``out``, atomically (a reader never sees half a page)."""
     page, counts = render_report(store, run_id, alpha, evaluator)
     out = out.expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(out) as temp:
         temp.write_text(page, encoding="utf-8")
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
     return WrittenReport(out, *counts)
 
 

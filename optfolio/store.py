@@ -19,7 +19,8 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -217,10 +218,21 @@ def conform(table: str, data: pa.Table) -> pa.Table:
 
 def write_parquet_atomically(data: pa.Table, final: Path) -> Path:
     """Write ``data`` to ``final`` so that readers see the whole file or nothing."""
+    with atomic_path(final) as temp:
+        pq.write_table(data, temp, compression="zstd")
+    return final
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """A temporary path beside ``final`` for the caller to write. When the block ends, the
+    file is synced and renamed over ``final`` (readers see the old file or the whole new
+    one) and the rename made durable; when it fails, the temporary file is removed and a
+    full disk is raised as :class:`StoreFull`."""
     temp = final.with_name(f".{final.name}{_TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex}")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, temp, compression="zstd")
+        yield temp
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
@@ -230,7 +242,6 @@ def write_parquet_atomically(data: pa.Table, final: Path) -> Path:
         raise
     finally:
         temp.unlink(missing_ok=True)
-    return final
 
 
 def _fsync_dir(directory: Path) -> None:
