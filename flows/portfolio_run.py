@@ -110,8 +110,10 @@ def task_runner_for(p: PortfolioRunParameters) -> TaskRunner:
 
 
 def _runs_on_dask() -> bool:
+    from prefect_dask import DaskTaskRunner
+
     context = FlowRunContext.get()
-    return context is not None and type(context.task_runner).__name__ == "DaskTaskRunner"
+    return context is not None and isinstance(context.task_runner, DaskTaskRunner)
 
 
 @flow(name="portfolio_run", log_prints=True)
@@ -138,8 +140,7 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
         "run %s: %d problems, N=%d, m=%d", run_id, len(problem_ids), p.candidates, p.eval_samples
     )
 
-    failed: list[str] = []
-    reasons: list[str] = []
+    failures: dict[str, str] = {}  # failed problem → the error that failed it
     with sandbox_engine(), role_endpoints(p) as resolved:
         endpoints = {role: e.model_dump() for role, e in resolved.items()}
         in_flight: dict[str, list[PrefectFuture]] = {}
@@ -150,24 +151,24 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
                 first = next(
                     as_completed([f for fs in in_flight.values() for f in fs if f not in ended])
                 )
-                first.wait()  # records its final state for _failures
+                first.wait()  # records its final state for _failure
                 ended.add(first)
                 for finished_id in [
                     pid for pid, ends in in_flight.items() if all(f in ended for f in ends)
                 ]:
-                    failed += _failures(finished_id, in_flight.pop(finished_id), reasons)
+                    _note_failure(failures, finished_id, in_flight.pop(finished_id))
             in_flight[problem_id] = submit_problem(p, store_root, run_id, problem_id, endpoints)
             logger.info("submitted problem %d/%d: %s", number, len(problem_ids), problem_id)
         for problem_id, ends in in_flight.items():
             wait(ends)
-            failed += _failures(problem_id, ends, reasons)
+            _note_failure(failures, problem_id, ends)
 
     outputs = assemble_run(store_root, run_id, p.alphas, p.sizes, p.random_draws, p.seed)
     figures = draw_run_figures(store_root, run_id)
-    if failed:
+    if failures:
         raise OptfolioError(
-            f"run {run_id}: {len(failed)} of {len(problem_ids)} problems failed"
-            f" ({', '.join(failed[:5])}); first error: {reasons[0]};"
+            f"run {run_id}: {len(failures)} of {len(problem_ids)} problems failed"
+            f" ({', '.join(list(failures)[:5])}); first error: {next(iter(failures.values()))};"
             f" re-run with run_id={run_id} to resume"
         )
     print(f"run {run_id} done: {Path(outputs['dataset_summary']).parent}")
@@ -180,18 +181,19 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
     }
 
 
-def _failures(problem_id: str, ends: list[PrefectFuture], reasons: list[str]) -> list[str]:
-    """``[problem_id]`` if a stage of it failed (its error appended to ``reasons``), else []."""
+def _note_failure(failures: dict[str, str], problem_id: str, ends: list[PrefectFuture]) -> None:
+    """If a stage of the problem did not complete, record the error of the one that failed
+    (not of the stages that then never ran, "NotReady")."""
     broken = [f for f in ends if not f.state.is_completed()]
-    # The stage that failed, not the ones that then never ran ("NotReady").
-    for future in [f for f in broken if f.state.is_failed()][:1] or broken[:1]:
-        try:
-            error = future.state.result(raise_on_failure=False)
-        except Exception:  # an unfinished state has no result
-            error = None
-        reasons.append(
-            f"{problem_id}: {type(error).__name__}: {error}"
-            if isinstance(error, BaseException)
-            else f"{problem_id}: {future.state.message or future.state.name}"
-        )
-    return [problem_id] if broken else []
+    if not broken:
+        return
+    future = next((f for f in broken if f.state.is_failed()), broken[0])
+    try:
+        error = future.state.result(raise_on_failure=False)
+    except Exception:  # an unfinished state has no result
+        error = None
+    failures[problem_id] = (
+        f"{problem_id}: {type(error).__name__}: {error}"
+        if isinstance(error, BaseException)
+        else f"{problem_id}: {future.state.message or future.state.name}"
+    )

@@ -13,7 +13,6 @@ they are the portfolios the run reported, for any α in [0, 1].
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from optfolio import warehouse
+from optfolio import run_results, warehouse
 from optfolio.errors import InputError
 from optfolio.portfolio import check_alpha
 from optfolio.schemas import DECISIONS
@@ -102,16 +101,6 @@ class Decision:
 # ---- reading portfolios ----------------------------------------------------------------------
 
 
-def run_tie_seed(store: RunStore, run_id: str) -> int:
-    """The tie-break seed the run assembled its portfolios with (its ``seed`` parameter)."""
-    from optfolio.pipeline import manifest_path
-
-    path = manifest_path(store, run_id)
-    if not path.is_file():
-        return 0  # runs written without a manifest (simulations, tests) use the default
-    return int(json.loads(path.read_text())["parameters"].get("seed", 0))
-
-
 def load_reviews(
     store: RunStore,
     run_id: str,
@@ -126,7 +115,9 @@ def load_reviews(
     if run_id not in store.runs("problems"):
         known = ", ".join(store.runs("problems")) or "none"
         raise InputError(f"run {run_id!r}: not in store {store.root} (runs: {known})")
-    settings = warehouse.AssemblySettings(alphas=(alpha,), tie_seed=run_tie_seed(store, run_id))
+    # only this α, tie-broken with the run's own seed
+    tie_seed = run_results.assembly_settings(store, run_id).tie_seed
+    settings = warehouse.AssemblySettings(alphas=(alpha,), tie_seed=tie_seed)
     with warehouse.connect(store, [run_id], settings) as con:
         problems = con.sql(
             "select problem_id, description, objective_truth from problems order by problem_id"

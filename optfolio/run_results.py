@@ -25,7 +25,6 @@ from optfolio.store import RunStore, check_name
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-EVALUATORS = ("llm", "generator")
 EVALUATOR_NAMES = {"llm": "LLM evaluator", "generator": "generator as evaluator"}
 
 

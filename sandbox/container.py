@@ -61,10 +61,6 @@ class Slot:
     image: str
     limits: Limits  # memory, CPUs, pids and tmpfs sizes are fixed when the container starts
 
-    @property
-    def delivery(self) -> Delivery:
-        return "copy" if self.job_dir is None else "bind"
-
 
 def is_local_engine(client: docker.DockerClient) -> bool:
     """Whether the engine sits on this machine's unix socket (and so sees its files)."""
