@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -112,11 +113,22 @@ def run_command(
 
 
 class StoreProgress:
-    """Progress bars fed by the run store itself: parts written per stage, per problem."""
+    """Progress fed by the run store itself: parts written per stage, one per problem. Bars on
+    a terminal; elsewhere (a nightly job's log) a plain line whenever a count changes, since
+    rich draws nothing live without a terminal."""
 
-    def __init__(self, store_root: str | Path, run_id: str, judging: bool) -> None:
+    def __init__(
+        self,
+        store_root: str | Path,
+        run_id: str,
+        judging: bool,
+        interval_s: float = 1.0,
+        terminal: bool | None = None,
+    ) -> None:
         self.store_root, self.run_id = store_root, run_id
         self.stages = STAGES if judging else STAGES[:-1]
+        self.interval_s = interval_s
+        self.terminal = terminal
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -128,12 +140,28 @@ class StoreProgress:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _poll(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    def counts(self) -> tuple[int | None, dict[str, int]]:
+        """(problems in the run, if known yet; parts written per stage)."""
+        import pyarrow.parquet as pq
 
         from optfolio.store import RunStore
 
         store = RunStore(self.store_root)
+        total = None
+        if store.has_part("problems", self.run_id, "dataset"):
+            path = store.part_path("problems", self.run_id, "dataset")
+            total = pq.read_metadata(path).num_rows
+        return total, {stage: len(store.parts(stage, self.run_id)) for stage in self.stages}
+
+    def _poll(self) -> None:
+        from rich.console import Console
+
+        terminal = Console().is_terminal if self.terminal is None else self.terminal
+        (self._draw_bars if terminal else self._print_lines)()
+
+    def _draw_bars(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -143,19 +171,28 @@ class StoreProgress:
         ) as progress:
             bars = {stage: progress.add_task(stage, total=None) for stage in self.stages}
             while True:
-                total = None
-                if store.has_part("problems", self.run_id, "dataset"):
-                    import pyarrow.parquet as pq
-
-                    total = pq.read_metadata(
-                        store.part_path("problems", self.run_id, "dataset")
-                    ).num_rows
+                total, done = self.counts()
                 for stage, bar in bars.items():
-                    progress.update(
-                        bar, total=total, completed=len(store.parts(stage, self.run_id))
-                    )
-                if self._stop.wait(1.0):
+                    progress.update(bar, total=total, completed=done[stage])
+                if self._stop.wait(self.interval_s):
                     break
+
+    def _print_lines(self) -> None:
+        started = time.monotonic()
+        last: tuple[int | None, dict[str, int]] | None = None
+        while True:
+            stopping = self._stop.is_set()  # then one last look, so the final counts show
+            current = self.counts()
+            if current != last:
+                total, done = current
+                of = "?" if total is None else str(total)
+                stages = "  ".join(f"{stage} {count}/{of}" for stage, count in done.items())
+                elapsed = int(time.monotonic() - started)
+                typer.echo(f"progress {elapsed // 60}:{elapsed % 60:02d}  {stages}")
+                last = current
+            if stopping:
+                break
+            self._stop.wait(self.interval_s)
 
 
 def print_summary(store_root: str | Path, run_id: str) -> None:
