@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from optfolio.store import atomic_path
+
 Z_95 = 1.959963984540054
 
 
@@ -74,7 +76,8 @@ def plot_simulation(results: pd.DataFrame, out_dir: Path) -> list[Path]:
         )
         figure.tight_layout()
         path = out_dir / f"simulation_{generator}.png"
-        figure.savefig(path, dpi=110)
+        with atomic_path(path) as temp:
+            figure.savefig(temp, dpi=110, format="png")
         plt.close(figure)
         written.append(path)
     return written
@@ -351,9 +354,8 @@ def save_figures(figures: dict[str, plt.Figure], out_dir: Path) -> list[Path]:
     written = []
     for name, figure in figures.items():
         path = out_dir / f"{name}.png"
-        temp = out_dir / f".{name}.png.tmp"
-        figure.savefig(temp, dpi=110, format="png")
+        with atomic_path(path) as temp:
+            figure.savefig(temp, dpi=110, format="png")
         plt.close(figure)
-        temp.replace(path)
         written.append(path)
     return written

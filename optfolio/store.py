@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,11 +29,19 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from optfolio import owners
 from optfolio.errors import InputError, OptfolioError
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TEMP_MARKER = ".tmp-"
+# A temporary file is named ``.<final name>.tmp-<owner>-<random>``: the owner says whose
+# rename it awaits (see optfolio.owners).
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.tmp-(?P<owner>[^-]+)-(?P<nonce>[0-9a-f]{32})$")
+# A temporary file of a writer this host cannot check (another machine on a shared mount, or
+# an older name without an owner) is swept only once it is older than any write takes: a
+# Parquet part, a manifest or a cached answer is written in seconds, a model file in minutes.
+STALE_AFTER_S = 6 * 3600
 
 
 class StoreError(InputError):
@@ -147,13 +156,10 @@ class RunStore:
         return write_parquet_atomically(data, final)
 
     def remove_temporaries(self) -> int:
-        """Delete temporary files a killed writer left behind; returns how many."""
-        removed = 0
-        if self.root.is_dir():
-            for path in self.root.rglob(f".*{_TEMP_MARKER}*"):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        """Delete the temporary files that writers which are gone left behind; returns how
+        many. Safe while other processes write into the store: a live writer's temporary
+        file is never touched (see :func:`remove_stale_temporaries`)."""
+        return remove_stale_temporaries(self.root)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -229,7 +235,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     file is synced and renamed over ``final`` (readers see the old file or the whole new
     one) and the rename made durable; when it fails, the temporary file is removed and a
     full disk is raised as :class:`StoreFull`."""
-    temp = final.with_name(f".{final.name}{_TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex}")
+    temp = temporary_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         yield temp
@@ -251,3 +257,37 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def temporary_path(final: Path) -> Path:
+    """A private, hidden name beside ``final`` for this process to write and then rename;
+    it names this process as its owner, so a sweep can tell whether the writer is gone."""
+    return final.with_name(f".{final.name}{_TEMP_MARKER}{owners.current()}-{uuid.uuid4().hex}")
+
+
+def temporary_is_stale(path: Path, now: float | None = None) -> bool:
+    """Whether ``path`` is a temporary file no live writer will rename: its owner on this
+    host is gone, or (owner unknown here) it is older than :data:`STALE_AFTER_S`."""
+    match = _TEMP_NAME.match(path.name)
+    owner = owners.Owner.parse(match["owner"]) if match else None
+    alive = owner.alive() if owner is not None else None
+    if alive is not None:
+        return not alive
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False  # renamed or removed meanwhile
+    return age > STALE_AFTER_S
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete every temporary file under ``root`` that :func:`temporary_is_stale` says no
+    live writer will rename; returns how many. A writer's temporary file is removed only
+    once that writer is gone, so this may run at any time beside other writers."""
+    removed = 0
+    if root.is_dir():
+        for path in root.rglob(f".*{_TEMP_MARKER}*"):
+            if path.is_file() and temporary_is_stale(path):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

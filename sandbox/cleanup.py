@@ -1,20 +1,18 @@
 """Cleanup on every path out: containers and job directories never outlive their owner.
 
 Every sandbox container carries labels naming its owner (host, PID and the PID's start time,
-so a recycled PID is not mistaken for the owner). Normal paths remove a container in a
-``finally``; Ctrl-C and interpreter exit remove whatever this process still tracks; and a
-process that was killed outright leaves labelled containers that the next start on the same
-host removes (``remove_leftovers``). Containers owned by live processes are left alone, so
-concurrent optfolio processes do not remove each other's work.
+so a recycled PID is not mistaken for the owner: ``optfolio.owners``). Normal paths remove a
+container in a ``finally``; Ctrl-C and interpreter exit remove whatever this process still
+tracks; and a process that was killed outright leaves labelled containers that the next start
+on the same host removes (``remove_leftovers``). Containers owned by live processes are left
+alone, so concurrent optfolio processes do not remove each other's work.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import shutil
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -24,35 +22,24 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
+from optfolio import owners
+
 LABEL = "optfolio.sandbox"
 OWNER_LABEL = "optfolio.sandbox.owner"
 # Job directories (bind-mounted read-only at /code), one subdirectory per owner.
 JOBS_ROOT = Path(tempfile.gettempdir()) / "optfolio-sandbox"
 
 
-def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # Field 22 (start time); the command name in field 2 may contain spaces, so split after it.
-    return stat.rpartition(")")[2].split()[19]
-
-
 def owner_id(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}.{pid}.{_start_ticks(pid)}"
+    return str(owners.current(pid))
 
 
 def owner_alive(owner: str) -> bool:
-    """Whether the owner still runs; owners on other hosts are assumed alive."""
-    parts = owner.rsplit(".", 2)
-    if len(parts) != 3:
-        return True
-    host, pid, ticks = parts
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    return _start_ticks(int(pid)) == ticks and ticks != ""
+    """Whether the owner still runs. Owners on other hosts (a remote engine serves several
+    machines) and names this version did not write are assumed alive: only their own host
+    can tell, and removing a live run's container would fail its work."""
+    parsed = owners.Owner.parse(owner)
+    return parsed is None or parsed.alive() is not False
 
 
 def labels() -> dict[str, str]:

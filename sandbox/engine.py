@@ -28,6 +28,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from optfolio import owners
 from optfolio.errors import ServiceUnavailable
 
 DOCKERD_FLAGS = (
@@ -223,12 +224,11 @@ def _live_leases() -> list[Path]:
         return []
     live = []
     for lease in LEASE_DIR.iterdir():
-        try:
-            os.kill(int(lease.name), 0)
-            live.append(lease)
-        except (ValueError, ProcessLookupError):
+        # A lease is named for its holder's owner identity, so a recycled PID keeps no lease.
+        holder = owners.Owner.parse(lease.name)
+        if holder is not None and holder.alive() is False:
             lease.unlink(missing_ok=True)  # its command died without releasing
-        except PermissionError:
+        else:
             live.append(lease)
     return live
 
@@ -241,7 +241,7 @@ def session() -> Iterator[docker.DockerClient]:
     the engine stays up and the last session out stops it.
     """
     started = start()
-    lease = LEASE_DIR / str(os.getpid())
+    lease = LEASE_DIR / str(owners.current())
     if started or _started_pid() is not None:
         with _state_lock():
             LEASE_DIR.mkdir(parents=True, exist_ok=True)

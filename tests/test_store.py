@@ -137,3 +137,131 @@ def test_part_names_are_safe_and_stable() -> None:
     assert part_name(weird) == part_name(weird)
     assert part_name(weird) != part_name("NL4Opt/problem #8 ü")
     assert "/" not in part_name(weird) and len(part_name("x" * 500)) <= 128
+
+
+# ---- writers sharing one store (issue 14) -----------------------------------------------------
+
+SWEEPING_WRITER = """
+import sys, pyarrow as pa
+from optfolio.store import RunStore
+store, run_id, rounds = RunStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+n = 20_000
+table = pa.table({"problem_id": [str(i) for i in range(n)], "dataset": ["d"] * n,
+                  "description": ["x" * 40] * n, "objective_truth": [1.0] * n,
+                  "solution_truth": [None] * n, "source": [None] * n})
+for i in range(rounds):
+    store.write_part("problems", run_id, f"part-{i}", table)
+    store.remove_temporaries()  # what every run does at its start
+print("done", flush=True)
+"""
+
+# Enters the atomic write, writes half a file, says so, then waits for a line on stdin before
+# finishing: a live writer in the middle of a write for as long as the test wants.
+PAUSED_WRITER = """
+import sys
+from pathlib import Path
+from optfolio.store import atomic_path
+final = Path(sys.argv[1])
+with atomic_path(final) as temp:
+    temp.write_text("half")
+    print(temp, flush=True)
+    sys.stdin.readline()
+    temp.write_text("whole")
+print("renamed", flush=True)
+"""
+
+
+def test_writers_sweeping_one_store_never_remove_each_others_temporaries(tmp_path: Path) -> None:
+    """Several processes write parts into one store and sweep it after every part, as runs
+    starting beside each other do. A sweep that removed a live writer's temporary file made
+    that writer's rename fail (FileNotFoundError): every writer must finish, every part whole."""
+    writers, rounds = 4, 60
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SWEEPING_WRITER, str(tmp_path), f"w{n}", str(rounds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(writers)
+    ]
+    outcomes = [process.communicate(timeout=300) for process in processes]
+    failed = [
+        err[-600:]
+        for process, (_, err) in zip(processes, outcomes, strict=True)
+        if process.returncode
+    ]
+    assert failed == [], failed
+    store = RunStore(tmp_path)
+    for n in range(writers):
+        assert len(store.parts("problems", f"w{n}")) == rounds
+    assert store.read("problems").num_rows == writers * rounds * 20_000
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+
+
+def test_a_sweep_removes_a_dead_writers_temporary_and_keeps_a_live_ones(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    live_final = store.part_path("problems", "live", "a")
+    dead_final = store.part_path("problems", "dead", "a")
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PAUSED_WRITER, str(final)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for final in (live_final, dead_final)
+    ]
+    live, dead = writers
+    assert live.stdout is not None and dead.stdout is not None and live.stdin is not None
+    live_temp, dead_temp = (
+        Path(live.stdout.readline().strip()),
+        Path(dead.stdout.readline().strip()),
+    )
+    dead.kill()  # SIGKILL in the middle of its write: the temporary file stays behind
+    dead.wait()
+    assert dead_temp.is_file() and live_temp.is_file()
+
+    assert store.remove_temporaries() == 1
+    assert not dead_temp.exists() and live_temp.is_file()
+
+    live.stdin.write("go\n")
+    live.stdin.flush()
+    assert live.stdout.readline().strip() == "renamed"
+    assert live.wait(timeout=30) == 0
+    assert live_final.read_text() == "whole" and not dead_final.exists()
+
+
+def test_temporaries_whose_writer_cannot_be_checked_are_swept_only_when_old(tmp_path: Path) -> None:
+    """A writer on another host (a shared mount), or a name without an owner (an older
+    version's), cannot be checked from here: its file is kept until it is older than any
+    write takes."""
+    import uuid
+
+    from optfolio.store import STALE_AFTER_S
+
+    directory = tmp_path / "problems" / "run_id=r"
+    directory.mkdir(parents=True)
+    other_host = f".a.parquet.tmp-0123456789ab.4242.987654-{uuid.uuid4().hex}"
+    older_name = f".b.parquet.tmp-4242-{uuid.uuid4().hex}"
+    paths = {name: directory / name for name in (other_host, older_name)}
+    for path in paths.values():
+        path.write_text("half")
+    store = RunStore(tmp_path)
+    assert store.remove_temporaries() == 0
+    assert all(path.exists() for path in paths.values())
+    past = time.time() - STALE_AFTER_S - 60
+    for path in paths.values():
+        os.utime(path, (past, past))
+    assert store.remove_temporaries() == 2
+    assert not any(path.exists() for path in paths.values())
+
+
+def test_owner_identity_tells_a_recycled_pid_and_another_host_apart() -> None:
+    from optfolio import owners
+
+    me = owners.current()
+    assert owners.Owner.parse(str(me)) == me and me.alive() is True
+    assert owners.Owner(me.host, me.pid, str(int(me.ticks) + 1)).alive() is False  # PID reused
+    assert owners.Owner("0123456789ab", me.pid, me.ticks).alive() is None  # another host
+    assert owners.Owner.parse("host.example.org.12.34") is None  # not an owner this writes

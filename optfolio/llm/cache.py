@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optfolio.store import raise_if_full
+from optfolio.store import raise_if_full, temporary_path
 
 CACHE_DIRNAME = "_llm_cache"
 _FORMAT = 1
@@ -67,7 +66,7 @@ class ResponseCache:
     def put(self, key: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """Store ``value`` unless another writer got there first; returns the stored value."""
         final = self.path(key)
-        temp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+        temp = temporary_path(final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "w", encoding="utf-8") as handle:

@@ -16,12 +16,12 @@ import importlib.util
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from optfolio.errors import InputError, ServiceUnavailable
+from optfolio.store import remove_stale_temporaries, temporary_path
 
 _CHUNK = 8 * 1024 * 1024
 
@@ -113,7 +113,8 @@ def pull(
         return final  # verified earlier and untouched since: no re-hash of a GB file
     pieces = _piece_paths(model, install=install, progress=progress)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    remove_stale_temporaries(final.parent)  # a killed assembly's GB-sized leftovers
+    temp = temporary_path(final)
     digest = hashlib.sha256()
     size = 0
     try:
