@@ -171,11 +171,10 @@ def write_synthetic_run(
 
 def assemble(store: RunStore, run_id: str = RUN) -> dict[str, str]:
     """What the flow's assemble task does, with the flow's default parameters."""
-    from optfolio.run_config import PortfolioRunParameters
+    from optfolio.run_config import PortfolioRunParameters, RunRef
     from tasks.assemble import assemble_run
 
-    p = PortfolioRunParameters()
-    return assemble_run.fn(str(store.root), run_id, p.alphas, p.sizes, p.random_draws, p.seed)
+    return assemble_run.fn(RunRef(store=str(store.root), run_id=run_id), PortfolioRunParameters())
 
 
 def bench_assembly(args: argparse.Namespace) -> None:

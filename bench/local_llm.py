@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import openai
 
-from optfolio.llm.local import LocalServer, free_port, health_ok
 from optfolio.llm.settings import LOCAL_API_KEY
-from optfolio.localmodel.registry import pull, resolve
+from servers.local_model.endpoint import LocalServer, free_port, health_ok
+from servers.local_model.registry import pull, resolve
 
 PROMPT = [
     {

@@ -101,20 +101,14 @@ def unrun_execute_task() -> Any:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    from optfolio.pipeline import problem_rows
+    from optfolio.run_config import ProblemRef, SandboxSettings
+    from optfolio.run_rows import problem_rows
     from optfolio.schemas import EXECUTIONS
     from optfolio.store import RunStore, part_name
 
-    @task(cache_policy=NO_CACHE, task_run_name="execute-{problem_id}")
-    def execute(
-        store_root: str,
-        run_id: str,
-        problem_id: str,
-        timeout_s: float,
-        memory_mb: int,
-        parallelism: int,
-    ) -> str:
-        store = RunStore(store_root)
+    @task(cache_policy=NO_CACHE, task_run_name="execute-{problem.problem_id}")
+    def execute(problem: ProblemRef, sandbox: SandboxSettings) -> str:
+        store, run_id, problem_id = RunStore(problem.store), problem.run_id, problem.problem_id
         part = part_name(problem_id)
         rows = []
         for c in problem_rows(store, "candidates", run_id, problem_id):
@@ -157,20 +151,20 @@ def patched(module: Any, name: str, value: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def client_mode(n_mode: str | None) -> Iterator[None]:
     """Every task's LLMSettings with ``n_mode`` (None: the product's own settings untouched)."""
-    import optfolio.pipeline
+    import optfolio.llm.review_stage
     import tasks.generate
 
     if n_mode is None:
         yield
         return
-    original = optfolio.pipeline.llm_settings
+    original = optfolio.llm.review_stage.llm_settings
 
     def settings(endpoint: Any) -> Any:
         return dataclasses.replace(original(endpoint), n_mode=n_mode)
 
-    # review_problem looks the name up in optfolio.pipeline; generate imported it by name.
+    # review_problem and generate each imported the name into their own module.
     with (
-        patched(optfolio.pipeline, "llm_settings", settings),
+        patched(optfolio.llm.review_stage, "llm_settings", settings),
         patched(tasks.generate, "llm_settings", settings),
     ):
         yield
@@ -233,7 +227,7 @@ def run_flow(
     stages = contextlib.ExitStack()
     if not args.sandbox:
         stages.enter_context(patched(flows.portfolio_run, "execute", unrun_execute_task()))
-        stages.enter_context(patched(flows.portfolio_run, "sandbox_engine", contextlib.nullcontext))
+        stages.enter_context(patched(flows.portfolio_run, "require_sandbox", lambda: None))
     with stages, client_mode(n_mode):
         started = time.time()
         portfolio_run(parameters)

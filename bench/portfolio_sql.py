@@ -3,7 +3,7 @@
   duckdb : the product's SQL (sql/candidates → rankings → portfolio_sizes): k*(α) and whether
            1 − α was reached, for every problem and every α, materialized, under the LLM
            evaluator's ranking (one ranking per problem, like the floor's one sort); the time
-           for both evaluator types (LLM and generator-as-evaluator) is printed beside it
+           for every registered evaluator kind (optfolio.evaluators) is printed beside it
   pandas : a straightforward pandas implementation of the same result
   floor  : DuckDB only scanning and sorting the same candidates, in two flavours:
            "sort"       - candidates by (problem, log-prob), nothing else
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from optfolio import warehouse
+from optfolio.evaluators import DEFAULT_EVALUATOR, EVALUATORS
 from optfolio.portfolio import MASS_TOLERANCE, tie_break_key
 from optfolio.schemas import CANDIDATES, SCORES
 from optfolio.store import RunStore
@@ -83,13 +84,13 @@ def duckdb_assembly(
     store: RunStore,
     alphas: list[float],
     view: str = "portfolio_sizes",
-    evaluators: tuple[str, ...] = ("llm",),
+    evaluators: tuple[str, ...] = (DEFAULT_EVALUATOR,),
 ) -> int:
     settings = warehouse.AssemblySettings(alphas=alphas)
     with warehouse.connect(store, [RUN], settings) as con:
-        # Literal names (a fixed set, checked here): DuckDB pushes a constant filter below the
-        # ranking window, which it does not do for a prepared parameter.
-        assert set(evaluators) <= {"llm", "generator"}
+        # Literal names (registered kinds, checked here): DuckDB pushes a constant filter below
+        # the ranking window, which it does not do for a prepared parameter.
+        assert set(evaluators) <= set(EVALUATORS)
         names = ", ".join(f"'{name}'" for name in evaluators)
         con.execute(f"create table assembled as select * from {view} where evaluator in ({names})")
         return con.sql("select count(*) from assembled").fetchall()[0][0]
@@ -119,7 +120,10 @@ def duckdb_scan_and_rank(store: RunStore) -> int:
 
 
 def pandas_assembly(
-    store: RunStore, alphas: list[float], seed: int = 0, evaluators: tuple[str, ...] = ("llm",)
+    store: RunStore,
+    alphas: list[float],
+    seed: int = 0,
+    evaluators: tuple[str, ...] = (DEFAULT_EVALUATOR,),
 ) -> int:
     """The same portfolios written the obvious pandas way."""
     candidates = (
@@ -139,8 +143,9 @@ def pandas_assembly(
     candidates = candidates.merge(mean_scores, on=["problem_id", "candidate_id"], how="left")
     candidates["tie"] = [tie_break_key(seed, c) for c in candidates["candidate_id"]]
     sizes = []
-    score_columns = {"llm": "score", "generator": "p"}
-    for evaluator, score_column in ((e, score_columns[e]) for e in evaluators):
+    source_columns = {"mean_score": "score", "p": "p"}  # each ranking source's column here
+    for evaluator in evaluators:
+        score_column = source_columns[EVALUATORS[evaluator].ranked_by]
         ranked = candidates.assign(invalid=~candidates["valid"], s=candidates[score_column])
         ranked = ranked.sort_values(
             ["problem_id", "invalid", "s", "tie"],
@@ -202,21 +207,21 @@ def main() -> None:
         rank_floor_s, _ = timed(duckdb_scan_and_rank, store)
         duck_s, duck_rows = timed(duckdb_assembly, store, alphas)
         pandas_s, pandas_rows = timed(pandas_assembly, store, alphas)
-        both = ("llm", "generator")
-        duck_both_s, _ = timed(duckdb_assembly, store, alphas, "portfolio_sizes", both)
-        pandas_both_s, _ = timed(pandas_assembly, store, alphas, 0, both)
+        every = tuple(EVALUATORS)
+        duck_every_s, _ = timed(duckdb_assembly, store, alphas, "portfolio_sizes", every)
+        pandas_every_s, _ = timed(pandas_assembly, store, alphas, 0, every)
         expanded_s, expanded_rows = timed(duckdb_assembly, store, alphas, "portfolios")
     assert duck_rows == pandas_rows, (duck_rows, pandas_rows)
     print(f"floor  (DuckDB sort)          {floor_s:8.2f} s  ({sorted_rows:,} rows)")
     print(f"floor  (DuckDB scan+rank)     {rank_floor_s:8.2f} s  ({sorted_rows:,} rows)")
     print(f"duckdb (sql/ assembly)        {duck_s:8.2f} s  ({duck_rows:,} portfolios)")
     print(f"pandas (straightforward)      {pandas_s:8.2f} s  ({pandas_rows:,} portfolios)")
-    print(f"duckdb, both evaluator types  {duck_both_s:8.2f} s")
-    print(f"pandas, both evaluator types  {pandas_both_s:8.2f} s")
+    print(f"duckdb, every evaluator kind  {duck_every_s:8.2f} s")
+    print(f"pandas, every evaluator kind  {pandas_every_s:8.2f} s")
     print(f"duckdb expanded members       {expanded_s:8.2f} s  ({expanded_rows:,} member rows)")
     print(
-        f"pandas / duckdb = {pandas_s / duck_s:.1f}x  (target >= 5); both types:"
-        f" {pandas_both_s / duck_both_s:.1f}x"
+        f"pandas / duckdb = {pandas_s / duck_s:.1f}x  (target >= 5); every kind:"
+        f" {pandas_every_s / duck_every_s:.1f}x"
     )
     print(f"duckdb / floor (scan+rank) = {duck_s / rank_floor_s:.1f}x  (target <= 3)")
     print(f"duckdb / floor (sort only) = {duck_s / floor_s:.1f}x")

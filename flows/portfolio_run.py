@@ -9,8 +9,6 @@ same run id skips every part already written and pays for no LLM call already an
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -19,9 +17,10 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from optfolio.errors import OptfolioError
-from optfolio.pipeline import open_run, role_endpoints, run_lock
-from optfolio.run_config import PortfolioRunParameters
+from optfolio.run_config import PortfolioRunParameters, ProblemRef, RoleRequest, RunRef
+from optfolio.runs import open_run, run_lock
 from optfolio.store import RunStore, new_run_id
+from servers.local_model.endpoint import role_endpoints
 from tasks.assemble import assemble_run
 from tasks.evaluate import evaluate
 from tasks.execute import execute
@@ -31,66 +30,26 @@ from tasks.judge import judge
 from tasks.problems import load_dataset
 
 
-@contextlib.contextmanager
-def sandbox_engine() -> Iterator[None]:
-    """A Docker engine and the sandbox image for the run (started and built only if needed)."""
+def require_sandbox() -> None:
+    """The Docker engine must answer and the sandbox image exist before any paid call. Set-up
+    provides them (`make`, `optfolio sandbox engine start`, `optfolio sandbox build`; `optfolio
+    run` does it before the flow); a flow never installs or starts anything, it fails at once
+    naming the command to run."""
     from sandbox import engine, image
 
-    with engine.session():
-        image.build(engine.client(timeout=900), log=lambda line: None)
-        yield
+    image.require_image(engine.client(timeout=60))
 
 
 def submit_problem(
-    p: PortfolioRunParameters,
-    store_root: str,
-    run_id: str,
-    problem_id: str,
-    endpoints: dict[str, dict],
+    p: PortfolioRunParameters, problem: ProblemRef, requests: dict[str, RoleRequest]
 ) -> list[PrefectFuture]:
     """One problem's chain of stages; returns the futures of all of its stages."""
-    generated = generate.submit(
-        store_root,
-        run_id,
-        problem_id,
-        endpoints["generator"],
-        p.candidates,
-        p.generator_max_tokens,
-        p.seed,
-    )
-    executed = execute.submit(
-        store_root,
-        run_id,
-        problem_id,
-        p.sandbox.timeout_s,
-        p.sandbox.memory_mb,
-        p.sandbox.parallelism,
-        wait_for=[generated],
-    )
-    scored = evaluate.submit(
-        store_root,
-        run_id,
-        problem_id,
-        endpoints["evaluator"],
-        p.eval_samples,
-        p.review_max_tokens,
-        p.seed,
-        wait_for=[executed],
-    )
+    generated = generate.submit(problem, requests["generator"])
+    executed = execute.submit(problem, p.sandbox, wait_for=[generated])
+    scored = evaluate.submit(problem, requests["evaluator"], wait_for=[executed])
     ends = [scored]
     if p.judge_samples > 0:
-        ends.append(
-            judge.submit(
-                store_root,
-                run_id,
-                problem_id,
-                endpoints["judge"],
-                p.judge_samples,
-                p.review_max_tokens,
-                p.seed,
-                wait_for=[executed],
-            )
-        )
+        ends.append(judge.submit(problem, requests["judge"], wait_for=[executed]))
     # The first stages too: a problem ends when all of them have, and a failure's cause
     # (say, the engine gone during execution) is on the stage that raised it.
     return [generated, executed, *ends]
@@ -133,16 +92,18 @@ def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str,
 def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> dict[str, object]:
     logger = get_run_logger()
     store_root = str(store.root)
+    run = RunRef(store=store_root, run_id=run_id)
     open_run(store, run_id, p)
     store.remove_temporaries()
-    problem_ids = load_dataset(store_root, run_id, p.dataset, p.path, p.ids, p.limit)
+    problem_ids = load_dataset(run, p)
     logger.info(
         "run %s: %d problems, N=%d, m=%d", run_id, len(problem_ids), p.candidates, p.eval_samples
     )
 
     failures: dict[str, str] = {}  # failed problem → the error that failed it
-    with sandbox_engine(), role_endpoints(p) as resolved:
-        endpoints = {role: e.model_dump() for role, e in resolved.items()}
+    require_sandbox()
+    with role_endpoints(p) as resolved:
+        requests = {role: p.role_request(role, e) for role, e in resolved.items()}
         in_flight: dict[str, list[PrefectFuture]] = {}
         ended: set[PrefectFuture] = set()
         for number, problem_id in enumerate(problem_ids, start=1):
@@ -157,14 +118,14 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
                     pid for pid, ends in in_flight.items() if all(f in ended for f in ends)
                 ]:
                     _note_failure(failures, finished_id, in_flight.pop(finished_id))
-            in_flight[problem_id] = submit_problem(p, store_root, run_id, problem_id, endpoints)
+            in_flight[problem_id] = submit_problem(p, run.problem(problem_id), requests)
             logger.info("submitted problem %d/%d: %s", number, len(problem_ids), problem_id)
         for problem_id, ends in in_flight.items():
             wait(ends)
             _note_failure(failures, problem_id, ends)
 
-    outputs = assemble_run(store_root, run_id, p.alphas, p.sizes, p.random_draws, p.seed)
-    figures = draw_run_figures(store_root, run_id)
+    outputs = assemble_run(run, p)
+    figures = draw_run_figures(run)
     if failures:
         raise OptfolioError(
             f"run {run_id}: {len(failures)} of {len(problem_ids)} problems failed"

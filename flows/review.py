@@ -9,13 +9,11 @@ same decision from a shell.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import flow
 from prefect.flow_runs import pause_flow_run
 
 from optfolio.errors import InputError
-from optfolio.review import DEFAULT_ALPHA, Decision, ProblemReview, make_decision
+from optfolio.review import Decision, ProblemReview, ReviewParameters, make_decision
 from tasks.review import (
     decision_form,
     load_portfolios,
@@ -29,29 +27,21 @@ RESUME_POLL_S = 2
 
 
 @flow(name="review", log_prints=True)
-def review(
-    run_id: str,
-    store: str = "store",
-    alpha: float = DEFAULT_ALPHA,
-    evaluator: Literal["llm", "generator"] = "llm",
-    problem_ids: list[str] | None = None,
-    reviewer: str = "",
-    revisit_decided: bool = False,
-    wait_per_problem_s: int = 7 * 24 * 3600,
-) -> dict[str, str]:
-    """Publish each problem's portfolio at ALPHA, then ask for a decision on each undecided one.
+def review(parameters: ReviewParameters) -> dict[str, str]:
+    """Publish each problem's portfolio at alpha, then ask for a decision on each undecided one.
     Returns {problem: chosen candidate id, or "rejected"} for the decisions made in this run."""
-    reviews = load_portfolios(store, run_id, alpha, evaluator, problem_ids)
+    p = parameters
+    reviews = load_portfolios(p)
     publish_portfolio.map(reviews).result()
     made: dict[str, str] = {}
     for problem in reviews:
         # read afresh each time: `optfolio review decide` may have decided it meanwhile
-        decided = problems_with_decisions(store, run_id)
-        if problem.problem_id in decided and not revisit_decided:
+        decided = problems_with_decisions(p.store, p.run_id)
+        if problem.problem_id in decided and not p.revisit_decided:
             print(f"{problem.problem_id}: already decided, skipped (revisit_decided to change)")
             continue
-        decision = ask_reviewer(problem, reviewer, wait_per_problem_s)
-        record_decision(store, decision)
+        decision = ask_reviewer(problem, p.reviewer, p.wait_per_problem_s)
+        record_decision(p.store, decision)
         made[problem.problem_id] = decision.candidate_id or "rejected"
         print(f"{problem.problem_id}: {decision.decision} {decision.candidate_id or ''}".rstrip())
     return made

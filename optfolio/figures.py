@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from optfolio.evaluators import EVALUATORS
 from optfolio.store import atomic_path
 
 Z_95 = 1.959963984540054
@@ -90,8 +91,7 @@ def png_data_uri(path: Path) -> str:
 
 # ---- figures of a portfolio run (paper Fig. 5 and the α sweeps) --------------------------
 
-EVALUATOR_LABELS = {"llm": "LLM evaluator", "generator": "generator as evaluator"}
-EVALUATOR_COLORS = {"llm": "tab:blue", "generator": "tab:green"}
+# Each registered evaluator kind (``optfolio.evaluators``) is a row or line, in its colour.
 RANDOM_COLOR = "tab:orange"
 SCORE_AXIS = np.linspace(-0.05, 1.05, 221)  # normalized judge scores lie in [0, 1]
 
@@ -104,7 +104,7 @@ def fig5_mean_lines(fixed_size: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     judged = fixed_size.dropna(subset=["min_judge_score"])
-    for evaluator in EVALUATOR_LABELS:
+    for evaluator in EVALUATORS:
         for size in sorted(fixed_size["size"].unique()):
             of_size = judged[judged["size"] == size]
             portfolio = of_size[
@@ -163,9 +163,10 @@ def plot_fig5_min_judge(
     means = fig5_mean_lines(fixed_size)
     judged = fixed_size.dropna(subset=["min_judge_score"])
     figure, axes = plt.subplots(
-        len(EVALUATOR_LABELS), len(sizes), figsize=(3.9 * len(sizes), 6.6), squeeze=False
+        len(EVALUATORS), len(sizes), figsize=(3.9 * len(sizes), 6.6), squeeze=False
     )
-    for row, (evaluator, evaluator_label) in enumerate(EVALUATOR_LABELS.items()):
+    for row, kind in enumerate(EVALUATORS.values()):
+        evaluator, evaluator_label = kind.name, kind.label
         for column, size in enumerate(sizes):
             axis = axes[row][column]
             of_size = judged[judged["size"] == size]
@@ -174,7 +175,7 @@ def plot_fig5_min_judge(
                     of_size[
                         (of_size["selection"] == "portfolio") & (of_size["evaluator"] == evaluator)
                     ],
-                    EVALUATOR_COLORS[evaluator],
+                    kind.color,
                     "portfolio",
                 ),
                 "random": (of_size[of_size["selection"] == "random"], RANDOM_COLOR, "random"),
@@ -244,9 +245,9 @@ def plot_size_and_coverage(coverage: pd.DataFrame, title: str) -> plt.Figure:
         "correct_covered": "mean share of the correct candidates\nthat the portfolio holds",
     }
     for axis, (quantity, label) in zip(axes, labels.items(), strict=True):
-        for evaluator, evaluator_label in EVALUATOR_LABELS.items():
+        for kind in EVALUATORS.values():
+            evaluator, evaluator_label, color = kind.name, kind.label, kind.color
             line = stats[(stats["quantity"] == quantity) & (stats["evaluator"] == evaluator)]
-            color = EVALUATOR_COLORS[evaluator]
             problems = int(line["count"].max()) if len(line) else 0
             axis.plot(
                 line["one_minus_alpha"],
@@ -276,9 +277,9 @@ def plot_holds_correct(summary_by_alpha: pd.DataFrame, title: str) -> plt.Figure
     frame = summary_by_alpha.assign(one_minus_alpha=1.0 - summary_by_alpha["alpha"])
     frame = frame.sort_values("one_minus_alpha")
     figure, axis = plt.subplots(figsize=(8, 4.8))
-    for evaluator, evaluator_label in EVALUATOR_LABELS.items():
+    for kind in EVALUATORS.values():
+        evaluator, evaluator_label, color = kind.name, kind.label, kind.color
         line = frame[frame["evaluator"] == evaluator]
-        color = EVALUATOR_COLORS[evaluator]
         axis.plot(
             line["one_minus_alpha"],
             line["share_portfolio_holds_correct"],

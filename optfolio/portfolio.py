@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from optfolio.errors import InputError
+from optfolio.evaluators import DEFAULT_EVALUATOR, Evaluator, evaluator_kind
 
 MASS_TOLERANCE = 1e-6
 
@@ -123,19 +124,44 @@ def rank(
     return sorted(candidates, key=key)
 
 
+def by_mean_score(candidates: Sequence[Candidate]) -> dict[str, float | None]:
+    """Ranking source ``mean_score``: the mean of the LLM evaluator's sampled scores."""
+    return {c.candidate_id: mean_score(c.scores) for c in candidates}
+
+
+def by_p(candidates: Sequence[Candidate]) -> dict[str, float | None]:
+    """Ranking source ``p``: the generator probability p(o) itself."""
+    normalized = normalize([c.weight for c in candidates])
+    return {c.candidate_id: float(p) for c, p in zip(candidates, normalized, strict=True)}
+
+
+# Each ranking source an evaluator kind can rank by (``optfolio.evaluators``), as the score it
+# gives each candidate; ``sql/rankings.sql`` computes the same sources.
+RANKING_SOURCES: dict[str, Callable[[Sequence[Candidate]], Mapping[str, float | None]]] = {
+    "mean_score": by_mean_score,
+    "p": by_p,
+}
+
+
+def ranking_source(
+    evaluator: str,
+) -> Callable[[Sequence[Candidate]], Mapping[str, float | None]]:
+    """What the registered evaluator kind ``evaluator`` ranks by; anything else is refused."""
+    kind = evaluator_kind(evaluator)
+    source = RANKING_SOURCES.get(kind.ranked_by)
+    if source is None:
+        raise InputError(f"evaluator {kind.name!r}: no ranking source {kind.ranked_by!r}")
+    return source
+
+
+def rank_by(evaluator: str, candidates: Sequence[Candidate], seed: int) -> list[Candidate]:
+    """The ranking of the evaluator kind ``evaluator``: best first by its ranking source."""
+    return rank(candidates, ranking_source(evaluator)(candidates), seed)
+
+
 def rank_by_evaluator(candidates: Sequence[Candidate], seed: int) -> list[Candidate]:
-    """The LLM evaluator's ranking: mean of its sampled scores."""
-    return rank(candidates, {c.candidate_id: mean_score(c.scores) for c in candidates}, seed)
-
-
-def rank_by_generator(candidates: Sequence[Candidate], seed: int) -> list[Candidate]:
-    """'Generator as evaluator': rank by p(o) itself."""
-    probabilities = normalize([c.weight for c in candidates])
-    return rank(
-        candidates,
-        {c.candidate_id: float(p) for c, p in zip(candidates, probabilities, strict=True)},
-        seed,
-    )
+    """The LLM evaluator's ranking: mean of its sampled scores (source ``mean_score``)."""
+    return rank(candidates, by_mean_score(candidates), seed)
 
 
 def portfolio_size(
@@ -169,9 +195,10 @@ def portfolios(
     candidates: Sequence[Candidate],
     alphas: Sequence[float],
     seed: int,
-    evaluator: Literal["llm", "generator"] = "llm",
+    evaluator: Evaluator = DEFAULT_EVALUATOR,
 ) -> list[Portfolio]:
-    """Portfolios of one problem on a grid of α."""
+    """Portfolios of one problem on a grid of α, ranked by the evaluator kind ``evaluator``."""
+    scores = ranking_source(evaluator)
     if not candidates:
         return [Portfolio(check_alpha(a), (), False) for a in alphas]
     probabilities = dict(
@@ -181,11 +208,7 @@ def portfolios(
             strict=True,
         )
     )
-    ranked = (
-        rank_by_evaluator(candidates, seed)
-        if evaluator == "llm"
-        else rank_by_generator(candidates, seed)
-    )
+    ranked = rank(candidates, scores(candidates), seed)
     return [build_portfolio(ranked, probabilities, alpha) for alpha in alphas]
 
 

@@ -25,11 +25,10 @@ from typing import Any
 import pandas as pd
 
 from optfolio import run_results
-from optfolio.errors import InputError
+from optfolio.evaluators import DEFAULT_EVALUATOR, evaluator_kind
 from optfolio.portfolio import check_alpha
 from optfolio.review import (
     DEFAULT_ALPHA,
-    EVALUATORS,
     OUTPUT_TAIL_CHARS,
     ProblemReview,
     ReviewMember,
@@ -53,7 +52,7 @@ def write_report(
     run_id: str,
     out: Path,
     alpha: float = DEFAULT_ALPHA,
-    evaluator: str = "llm",
+    evaluator: str = DEFAULT_EVALUATOR,
 ) -> WrittenReport:
     """Render the run's review page to ``out``, atomically (a reader never sees half a page)."""
     page, counts = render_report(store, run_id, alpha, evaluator)
@@ -64,12 +63,11 @@ def write_report(
 
 
 def render_report(
-    store: RunStore, run_id: str, alpha: float = DEFAULT_ALPHA, evaluator: str = "llm"
+    store: RunStore, run_id: str, alpha: float = DEFAULT_ALPHA, evaluator: str = DEFAULT_EVALUATOR
 ) -> tuple[str, tuple[int, int, int]]:
     """The page's HTML and (problems, portfolio members, figures) shown on it."""
     check_alpha(alpha)
-    if evaluator not in EVALUATORS:
-        raise InputError(f"evaluator {evaluator!r}: use one of {', '.join(EVALUATORS)}")
+    evaluator_kind(evaluator)  # an unregistered kind is refused, naming the kinds
     run_results.check_run(store, run_id)
     reviews = load_reviews(store, run_id, alpha, evaluator)
     with run_results.connect_run(store, run_id, [alpha]) as con:
@@ -205,7 +203,7 @@ def header(
         ]
     facts += [
         ("portfolio", f"α = {alpha:g} (probability mass ≥ 1 − α = {1 - alpha:g})"),
-        ("ranking", run_results.EVALUATOR_NAMES[evaluator]),
+        ("ranking", evaluator_kind(evaluator).label),
         ("rendered", datetime.now(UTC).isoformat(timespec="seconds")),
     ]
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
@@ -267,7 +265,7 @@ def problem_section(
         )
         + "</p>",
         f'<p class="portfolio-line"><b>Portfolio at α = {review.alpha:g}'
-        f" ({esc(run_results.EVALUATOR_NAMES[review.evaluator])}):</b> {esc(portfolio_line)}</p>",
+        f" ({esc(evaluator_kind(review.evaluator).label)}):</b> {esc(portfolio_line)}</p>",
     ]
     if decision:
         parts.append(decision_line(decision))

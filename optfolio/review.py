@@ -18,24 +18,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
-from optfolio import run_results, warehouse
+from optfolio import evaluators, run_results, warehouse
 from optfolio.errors import InputError
+from optfolio.parameters import Cli
 from optfolio.portfolio import check_alpha
 from optfolio.schemas import DECISIONS
 from optfolio.store import RunStore, part_name
 
-Evaluator = Literal["llm", "generator"]
-EVALUATORS: tuple[str, ...] = ("llm", "generator")
 Source = Literal["ui", "cli"]
 SOURCES: tuple[str, ...] = ("ui", "cli")
 DEFAULT_ALPHA = 0.5
 # The form's choice that rejects every member; candidate ids start with "c-", never a space.
 REJECT_ALL = "reject all"
 OUTPUT_TAIL_CHARS = 1500  # of stdout/stderr shown per member; the store keeps the whole output
+
+
+class ReviewParameters(BaseModel):
+    """The ``review`` flow's parameters: which finished run, its portfolios at which α and
+    ranking, and who decides. ``optfolio review`` shares the options of the same name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: Annotated[str, Cli("--run")] = Field(description="The finished run's id")
+    store: Annotated[str, Cli(envvar="OPTFOLIO_STORE")] = Field(
+        "store", description="Store root: a directory or a URI such as file:///shared/store"
+    )
+    alpha: float = Field(
+        DEFAULT_ALPHA, ge=0, le=1, description="The portfolio's α: mass 1 − α is covered"
+    )
+    evaluator: evaluators.Evaluator = Field(
+        evaluators.DEFAULT_EVALUATOR, description=evaluators.evaluator_help()
+    )
+    problem_ids: list[str] | None = Field(None, description="Only these problems (empty: all)")
+    reviewer: str = Field("", description="The reviewer's name, filled into each form")
+    revisit_decided: bool = Field(False, description="Ask again about problems already decided")
+    wait_per_problem_s: int = Field(
+        7 * 24 * 3600, ge=1, description="How long to wait for each decision, in seconds"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,13 +129,12 @@ def load_reviews(
     store: RunStore,
     run_id: str,
     alpha: float = DEFAULT_ALPHA,
-    evaluator: str = "llm",
+    evaluator: str = evaluators.DEFAULT_EVALUATOR,
     problem_ids: Sequence[str] | None = None,
 ) -> list[ProblemReview]:
     """Every (or each named) problem's portfolio of a finished run, in problem order."""
     check_alpha(alpha)
-    if evaluator not in EVALUATORS:
-        raise InputError(f"evaluator {evaluator!r}: use one of {', '.join(EVALUATORS)}")
+    evaluators.evaluator_kind(evaluator)  # an unregistered kind is refused, naming the kinds
     if run_id not in store.runs("problems"):
         known = ", ".join(store.runs("problems")) or "none"
         raise InputError(f"run {run_id!r}: not in store {store.root} (runs: {known})")

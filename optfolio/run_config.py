@@ -2,24 +2,25 @@
 
 Validation happens here, before any paid call: a bad value is refused naming the field.
 API keys are never parameters (Prefect stores parameters): they come from the environment.
+The sandbox's defaults and bounds are ``sandbox.limits``'s. The stage tasks take the parts
+they need: a :class:`ProblemRef` (where to read and write) and a :class:`RoleRequest` (what
+one LLM role is asked) or the :class:`SandboxSettings`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from optfolio.errors import InputError
+from optfolio.datasets import DatasetKind
+from optfolio.parameters import Cli, open_alpha_grid, parse_model
+from sandbox import limits
 
-DatasetKind = Literal["jsonl", "nlp4lp", "nl4opt", "mamo", "optibench"]
-
-
-def default_alpha_grid() -> list[float]:
-    """α in (0, 1): 0.02, 0.04, …, 0.98 (each the double nearest i/50)."""
-    return [i / 50 for i in range(1, 50)]
+if TYPE_CHECKING:
+    from sandbox.limits import Limits
 
 
 class ModelEndpoint(BaseModel):
@@ -29,16 +30,43 @@ class ModelEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("qwen2.5-coder-1.5b", description="Model name at the endpoint")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. vLLM")
-    timeout_s: float | None = Field(None, gt=0, description="Per request (default: 300 s)")
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint, e.g. vLLM (empty: $OPENAI_BASE_URL, else the"
+        " local model server)",
+    )
+    timeout_s: Annotated[float | None, Cli("--request-timeout")] = Field(
+        None, gt=0, description="Seconds per request (empty: 300 s; the local model: 1 h)"
+    )
 
 
 class SandboxSettings(BaseModel):
+    """What each candidate's container may use: the defaults and bounds of ``sandbox.limits``."""
+
     model_config = ConfigDict(extra="forbid")
 
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="Wall time per candidate")
-    memory_mb: int = Field(1024, ge=64, le=65536, description="Memory (and swap) per candidate")
-    parallelism: int = Field(2, ge=1, le=64, description="Containers running at once")
+    timeout_s: Annotated[float, Cli("--timeout")] = Field(
+        limits.TIMEOUT_S,
+        gt=0,
+        le=limits.TIMEOUT_S_MAX,
+        description="Sandbox wall time per candidate, in seconds",
+    )
+    memory_mb: Annotated[int, Cli("--memory")] = Field(
+        limits.MEMORY_MB,
+        ge=limits.MEMORY_MB_MIN,
+        le=limits.MEMORY_MB_MAX,
+        description="Sandbox memory (and swap) per candidate, in MB",
+    )
+    parallelism: int = Field(
+        limits.PARALLELISM,
+        ge=1,
+        le=limits.PARALLELISM_MAX,
+        description="Sandbox containers running at once, per problem",
+    )
+
+    def container_limits(self) -> Limits:
+        """The sandbox's own limits for a candidate of this run."""
+        return limits.Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
 
 class PortfolioRunParameters(BaseModel):
@@ -53,16 +81,33 @@ class PortfolioRunParameters(BaseModel):
     candidates: int = Field(50, ge=1, le=1000, description="Samples N per problem")
     eval_samples: int = Field(4, ge=1, le=64, description="Evaluator samples m per candidate")
     judge_samples: int = Field(1, ge=0, le=64, description="Judge samples (0: no judging)")
-    alphas: list[float] = Field(default_factory=default_alpha_grid, description="α grid")
+    alphas: list[float] = Field(
+        default_factory=open_alpha_grid, description="α grid, each in (0, 1)"
+    )
     sizes: list[int] = Field([2, 4, 6, 8], description="Fixed portfolio sizes s")
     random_draws: int = Field(30, ge=1, le=1000, description="Random s-subsets per problem")
-    # Titles name each role in the Prefect UI form (else all three read "ModelEndpoint").
-    generator: ModelEndpoint = Field(default_factory=ModelEndpoint, title="Generator")
-    evaluator: ModelEndpoint = Field(default_factory=ModelEndpoint, title="Evaluator")
-    judge: ModelEndpoint = Field(default_factory=ModelEndpoint, title="Judge")
-    generator_max_tokens: int = Field(1024, ge=16, le=32768)
-    review_max_tokens: int = Field(256, ge=8, le=8192)
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings, title="Sandbox")
+    # Titles name each role in the Prefect UI form (else all three read "ModelEndpoint"); on
+    # the command line, --model, --base-url and --request-timeout set all three roles.
+    generator: Annotated[ModelEndpoint, Cli(prefix="")] = Field(
+        default_factory=ModelEndpoint, title="Generator", description="Writes the candidates"
+    )
+    evaluator: Annotated[ModelEndpoint, Cli(prefix="")] = Field(
+        default_factory=ModelEndpoint, title="Evaluator", description="Scores each candidate"
+    )
+    judge: Annotated[ModelEndpoint, Cli(prefix="")] = Field(
+        default_factory=ModelEndpoint,
+        title="Judge",
+        description="Scores each candidate knowing the ground truth",
+    )
+    generator_max_tokens: int = Field(
+        1024, ge=16, le=32768, description="Token cap per generated candidate"
+    )
+    review_max_tokens: int = Field(
+        256, ge=8, le=8192, description="Token cap per evaluator or judge answer"
+    )
+    sandbox: SandboxSettings = Field(
+        default_factory=SandboxSettings, title="Sandbox", description="Limits per candidate"
+    )
     concurrency: int = Field(2, ge=1, le=256, description="Problems in flight at once")
     task_runner: Literal["thread", "dask"] = Field(
         "thread", description="Where tasks run: threads of the flow's process, or Dask workers"
@@ -72,7 +117,7 @@ class PortfolioRunParameters(BaseModel):
         description="Dask scheduler, e.g. tcp://10.0.0.5:8786 (empty: a local cluster per run)",
     )
     seed: int = Field(0, ge=0, description="Seeds sampling, tie-breaks and random draws")
-    store: str = Field(
+    store: Annotated[str, Cli(envvar="OPTFOLIO_STORE")] = Field(
         "store", description="Store root: a directory or a URI such as file:///shared/store"
     )
     run_id: str | None = Field(None, description="Re-use to resume a run; empty: a new id")
@@ -109,13 +154,52 @@ class PortfolioRunParameters(BaseModel):
         payload["sandbox"] = self.sandbox.model_dump(exclude={"parallelism"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def role_request(self, role: Role, endpoint: ModelEndpoint) -> RoleRequest:
+        """What ROLE is asked per problem (its samples, token cap and the seed), at ENDPOINT
+        (the role's endpoint once resolved)."""
+        samples, max_tokens = {
+            "generator": (self.candidates, self.generator_max_tokens),
+            "evaluator": (self.eval_samples, self.review_max_tokens),
+            "judge": (self.judge_samples, self.review_max_tokens),
+        }[role]
+        return RoleRequest(
+            endpoint=endpoint, samples=samples, max_tokens=max_tokens, seed=self.seed
+        )
+
+
+Role = Literal["generator", "evaluator", "judge"]
+
+
+class RoleRequest(BaseModel):
+    """What one LLM role is asked for each problem: N candidates (generator) or m samples per
+    candidate (evaluator, judge), each answer capped at MAX_TOKENS, seeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: ModelEndpoint
+    samples: int = Field(ge=0)  # a judge with 0 samples is not asked at all
+    max_tokens: int = Field(ge=1)
+    seed: int = Field(ge=0)
+
+
+class RunRef(BaseModel):
+    """One run in a store: where a task reads and writes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: str
+    run_id: str
+
+    def problem(self, problem_id: str) -> ProblemRef:
+        return ProblemRef(store=self.store, run_id=self.run_id, problem_id=problem_id)
+
+
+class ProblemRef(RunRef):
+    """One problem of one run: a stage task reads and writes its parts."""
+
+    problem_id: str
+
 
 def parse_parameters(**values: object) -> PortfolioRunParameters:
     """Build and validate parameters; a bad value becomes one InputError naming the field."""
-    try:
-        return PortfolioRunParameters(**values)  # type: ignore[arg-type]
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "parameters"
-        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise InputError(f"parameter {where}: {first['msg']}{more}") from None
+    return parse_model(PortfolioRunParameters, values)

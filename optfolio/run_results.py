@@ -18,14 +18,13 @@ import pandas as pd
 
 from optfolio import warehouse
 from optfolio.errors import InputError
-from optfolio.pipeline import manifest_path
+from optfolio.evaluators import EVALUATORS
 from optfolio.portfolio import check_alpha
+from optfolio.runs import manifest_path
 from optfolio.store import RunStore, check_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-EVALUATOR_NAMES = {"llm": "LLM evaluator", "generator": "generator as evaluator"}
 
 
 def known_runs(store: RunStore) -> list[str]:
@@ -55,20 +54,8 @@ def assembly_settings(
     for alpha in extra_alphas:
         check_alpha(alpha)
     manifest = run_manifest(store, run_id)
-    if manifest is None:
-        defaults = warehouse.AssemblySettings()
-        return warehouse.AssemblySettings(
-            alphas=tuple(sorted({*defaults.alphas, *extra_alphas})),
-            sizes=defaults.sizes,
-            random_draws=defaults.random_draws,
-        )
-    parameters = manifest["parameters"]
-    return warehouse.AssemblySettings(
-        alphas=tuple(sorted({*parameters["alphas"], *extra_alphas})),
-        sizes=tuple(parameters["sizes"]),
-        random_draws=parameters["random_draws"],
-        tie_seed=parameters["seed"],
-    )
+    parameters = None if manifest is None else manifest["parameters"]
+    return warehouse.AssemblySettings.from_parameters(parameters, extra_alphas)
 
 
 @contextlib.contextmanager
@@ -156,15 +143,16 @@ SUMMARY_COLUMNS = {
 
 def summary_table(con: duckdb.DuckDBPyConnection, alphas: Sequence[float]) -> pd.DataFrame:
     """The dataset summary for people: the fixed sizes s and the given α, one row each per
-    evaluator type, with a ``selection`` column saying which portfolio a row is about."""
+    evaluator kind (in registry order), with a ``selection`` column saying which portfolio a
+    row is about."""
     frame = query(
         con,
         """
         select * from dataset_summary
         where basis = 'size' or list_contains(?, alpha)
-        order by evaluator desc, basis, alpha, size
+        order by list_position(?, evaluator), basis, alpha, size
         """,
-        [list(alphas)],
+        [list(alphas), list(EVALUATORS)],
     )
     frame["selection"] = [
         f"best s = {int(row.size)}" if row.basis == "size" else f"α = {row.alpha:g}"

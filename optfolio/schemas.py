@@ -127,7 +127,7 @@ DECISIONS = pa.schema(
     [
         pa.field("problem_id", pa.string(), nullable=False),
         pa.field("alpha", pa.float64(), nullable=False),  # the portfolio the reviewer saw
-        pa.field("evaluator", pa.string(), nullable=False),  # llm | generator: its ranking
+        pa.field("evaluator", pa.string(), nullable=False),  # an evaluator kind: its ranking
         pa.field("decision", pa.string(), nullable=False),  # chosen | rejected
         pa.field("candidate_id", pa.string()),  # the chosen member; null when rejected
         pa.field("comment", pa.string(), nullable=False),  # required when rejected
@@ -143,7 +143,7 @@ RANKINGS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("problem_id", pa.string(), nullable=False),
-        pa.field("evaluator", pa.string(), nullable=False),  # llm | generator
+        pa.field("evaluator", pa.string(), nullable=False),  # kind, optfolio.evaluators
         pa.field("candidate_id", pa.string(), nullable=False),
         pa.field("rank", pa.int64(), nullable=False),  # 1 = best
         pa.field("p", pa.float64(), nullable=False),

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optfolio.errors import InputError
+from optfolio.parameters import ALPHA_STEP, Cli, closed_alpha_grid
 from optfolio.schemas import CANDIDATES, SCORES, SIM_CONFIGS
 
 GeneratorKind = Literal["aligned", "weakly_aligned", "uniform", "misaligned"]
@@ -36,38 +36,87 @@ GENERATORS: tuple[GeneratorKind, ...] = ("aligned", "weakly_aligned", "uniform",
 WEAK_FIRST_HALF_MASS = (0.5, 0.99)
 
 
-@dataclass(frozen=True)
-class StudyDesign:
-    """The grid of the simulated study; the defaults are the paper's."""
+class StudyDesign(BaseModel):
+    """The grid of the simulated study; the defaults are the paper's. A bad value is a
+    ValidationError naming the field (``optfolio.parameters.parse_model``: one InputError)."""
 
-    Ks: Sequence[int] = (10, 20, 50, 100)
-    generators: Sequence[GeneratorKind] = GENERATORS
-    evaluator_errors: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 1.0)
-    seeds: int = 40
-    alpha_step: float = 0.02
-    alphas: Sequence[float] = field(default=())  # derived from alpha_step when empty
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if not self.Ks:
-            raise InputError("K: give at least one number of candidates")
-        for K in self.Ks:
-            if not isinstance(K, int) or K < 2:
-                raise InputError(f"K={K!r}: the number of candidates must be an integer ≥ 2")
-        for name in self.generators:
+    Ks: Annotated[list[int], Cli("--K")] = Field(
+        [10, 20, 50, 100], description="Candidate counts K, each ≥ 2"
+    )
+    generators: list[GeneratorKind] = Field(list(GENERATORS), description="Generator types")
+    evaluator_errors: Annotated[list[float], Cli("--errors")] = Field(
+        [0.0, 0.3, 0.5, 0.7, 1.0], description="Evaluator errors ε, each in [0, 1]"
+    )
+    seeds: int = Field(40, description="Seeds per configuration")
+    alpha_step: float = Field(ALPHA_STEP, description="Step of the α grid from 0 to 1")
+
+    @field_validator("Ks", mode="before")
+    @classmethod
+    def _candidate_counts(cls, Ks: object) -> object:
+        if isinstance(Ks, list | tuple):
+            if not Ks:
+                raise ValueError("K: give at least one number of candidates")
+            for K in Ks:
+                if not isinstance(K, int) or isinstance(K, bool) or K < 2:
+                    raise ValueError(f"K={K!r}: the number of candidates must be an integer ≥ 2")
+        return Ks
+
+    @field_validator("generators", mode="before")
+    @classmethod
+    def _known_generators(cls, generators: object) -> object:
+        for name in generators if isinstance(generators, list | tuple) else ():
             if name not in GENERATORS:
-                raise InputError(f"generator {name!r}: use one of {', '.join(GENERATORS)}")
-        for error in self.evaluator_errors:
+                raise ValueError(f"generator {name!r}: use one of {', '.join(GENERATORS)}")
+        return generators
+
+    @field_validator("evaluator_errors")
+    @classmethod
+    def _errors_in_unit_interval(cls, errors: list[float]) -> list[float]:
+        for error in errors:
             if not (0.0 <= error <= 1.0):
-                raise InputError(f"evaluator_error={error!r} is outside [0, 1]")
+                raise ValueError(f"evaluator_error={error!r} is outside [0, 1]")
+        return errors
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, seeds: int) -> int:
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds!r}: need at least one seed")
+        return seeds
+
+    @field_validator("alpha_step")
+    @classmethod
+    def _step_divides_one(cls, step: float) -> float:
+        if not step > 0:
+            raise ValueError(f"alpha_step={step!r} does not divide 1")
+        closed_alpha_grid(step)  # raises if the step does not divide 1
+        return step
+
+    @model_validator(mode="after")
+    def _possible_errors(self) -> StudyDesign:
+        for error in self.evaluator_errors:
             for K in self.Ks:
                 positions_to_change(error, K)  # refuses impossible (K, ε) pairs up front
-        if self.seeds < 1:
-            raise InputError(f"seeds={self.seeds!r}: need at least one seed")
-        if not self.alphas:
-            count = round(1 / self.alpha_step)
-            if count < 1 or abs(count * self.alpha_step - 1) > 1e-9:
-                raise InputError(f"alpha_step={self.alpha_step!r} does not divide 1")
-            object.__setattr__(self, "alphas", tuple(i / count for i in range(count + 1)))
+        return self
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        """The α grid: 0, alpha_step, …, 1."""
+        return tuple(closed_alpha_grid(self.alpha_step))
+
+    def design(self) -> StudyDesign:
+        """The study alone (what the simulated problems and the results depend on)."""
+        return StudyDesign(**self.model_dump(include=set(StudyDesign.model_fields)))
+
+
+class SimulationParameters(StudyDesign):
+    """The ``simulate`` flow's parameters: the study's design and where to write it."""
+
+    out: str = Field(
+        "out/simulation-study", description="Output directory (the study's store root)"
+    )
 
 
 def positions_to_change(error: float, K: int) -> int:

@@ -3,20 +3,25 @@
 Each file in ``sql/`` is one query; it becomes a view named after the file, in the order of
 ``ASSEMBLY_VIEWS`` (each reads only views defined before it). Parameters (α grid, tie-break
 seed, probability method, mass tolerance) are registered as small tables, ``alpha_grid`` and
-``run_settings``, which the queries read: nothing is formatted into SQL strings.
+``run_settings``, which the queries read, and so are the evaluator kinds (``evaluators``):
+nothing is formatted into SQL strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from optfolio.errors import InputError
+from optfolio.evaluators import EVALUATORS
+from optfolio.parameters import closed_alpha_grid
 from optfolio.portfolio import MASS_TOLERANCE, PROBABILITY_METHODS, ProbabilityMethod, check_alpha
 from optfolio.quality import CORRECT_REL_TOL, ORLM_REL_TOL
+from optfolio.run_config import PortfolioRunParameters
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
 from optfolio.store import RunStore
@@ -51,26 +56,21 @@ ASSEMBLY_VIEWS: tuple[str, ...] = (
 )
 
 
-def default_alpha_grid(
-    step: float = 0.02, include_zero: bool = True, include_one: bool = True
-) -> list[float]:
-    """α from 0 to 1 in steps of ``step``, each the double nearest to i·step (no drift)."""
-    count = round(1 / step)
-    if abs(count * step - 1) > 1e-9:
-        raise InputError(f"alpha step {step} does not divide 1")
-    first = 0 if include_zero else 1
-    last = count if include_one else count - 1
-    return [i / count for i in range(first, last + 1)]
+_RUN_DEFAULTS = PortfolioRunParameters()
 
 
 @dataclass(frozen=True)
 class AssemblySettings:
-    alphas: Sequence[float] = field(default_factory=default_alpha_grid)
-    tie_seed: int = 0
+    """What the SQL assembles with. A run's own come from its parameters
+    (:meth:`from_parameters`); the defaults (a store without a run manifest) are a run's, on
+    the α grid from 0 to 1."""
+
+    alphas: Sequence[float] = field(default_factory=closed_alpha_grid)
+    tie_seed: int = _RUN_DEFAULTS.seed
     p_method: ProbabilityMethod = "length_normalized"
     mass_tolerance: float = MASS_TOLERANCE
-    sizes: Sequence[int] = (2, 4, 6, 8)  # the paper's fixed portfolio sizes s (Fig. 5)
-    random_draws: int = 30  # random s-subsets per problem and size (Fig. 5)
+    sizes: Sequence[int] = tuple(_RUN_DEFAULTS.sizes)  # fixed portfolio sizes s (Fig. 5)
+    random_draws: int = _RUN_DEFAULTS.random_draws  # random s-subsets per problem and size
     correct_rel_tol: float = CORRECT_REL_TOL
     orlm_rel_tol: float = ORLM_REL_TOL
 
@@ -85,6 +85,30 @@ class AssemblySettings:
             raise InputError(f"random_draws={self.random_draws!r}: need at least one draw")
         if self.p_method not in PROBABILITY_METHODS:
             raise InputError(f"p_method {self.p_method!r}: use one of {PROBABILITY_METHODS}")
+
+    @classmethod
+    def from_parameters(
+        cls,
+        parameters: PortfolioRunParameters | Mapping[str, Any] | None,
+        extra_alphas: Iterable[float] = (),
+    ) -> AssemblySettings:
+        """The settings a portfolio run assembles with: its α grid (plus EXTRA_ALPHAS), sizes,
+        random draws and seed (the tie-break). PARAMETERS may be the run manifest's dump;
+        None (no manifest) means the defaults."""
+        if parameters is None:
+            base = cls()
+            alphas, sizes, draws, seed = base.alphas, base.sizes, base.random_draws, base.tie_seed
+        else:
+            if isinstance(parameters, PortfolioRunParameters):
+                parameters = parameters.model_dump()
+            alphas, sizes = parameters["alphas"], parameters["sizes"]
+            draws, seed = parameters["random_draws"], parameters["seed"]
+        return cls(
+            alphas=tuple(sorted({*alphas, *extra_alphas})),
+            sizes=tuple(sizes),
+            random_draws=draws,
+            tie_seed=seed,
+        )
 
 
 def read_sql(name: str) -> str:
@@ -146,8 +170,21 @@ def register_parameters(con: duckdb.DuckDBPyConnection, settings: AssemblySettin
     )
     size_grid = pa.table({"s": pa.array(sorted(set(settings.sizes)), pa.int64())})
     create_table_from_arrow(con, "size_grid", size_grid)
+    create_table_from_arrow(con, "evaluators", evaluators_table())
     create_table_from_arrow(con, "alpha_grid", alpha_grid)
     create_table_from_arrow(con, "run_settings", run_settings)
+
+
+def evaluators_table() -> pa.Table:
+    """The registered evaluator kinds (``optfolio.evaluators``) and the source each ranks by:
+    ``sql/rankings.sql`` ranks candidates once per row."""
+    kinds = list(EVALUATORS.values())
+    return pa.table(
+        {
+            "evaluator": pa.array([kind.name for kind in kinds], pa.string()),
+            "ranked_by": pa.array([kind.ranked_by for kind in kinds], pa.string()),
+        }
+    )
 
 
 def create_table_from_arrow(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:

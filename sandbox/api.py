@@ -28,11 +28,9 @@ from sandbox.container import (
     start_container,
 )
 from sandbox.image import require_image
-from sandbox.limits import DEFAULT_LIMITS, Limits
+from sandbox.limits import DEFAULT_LIMITS, PARALLELISM, Limits
 from sandbox.pool import WarmPool
 from sandbox.result import ExecResult
-
-DEFAULT_PARALLELISM = 2  # one per core here; the engine itself needs some CPU too
 
 
 def _same_container_limits(a: Limits, b: Limits) -> bool:
@@ -88,7 +86,7 @@ class Sandbox:
         self,
         codes: Sequence[str],
         limits: Limits | None = None,
-        parallelism: int = DEFAULT_PARALLELISM,
+        parallelism: int = PARALLELISM,
     ) -> list[ExecResult]:
         """Run each code in its own container, at most ``parallelism`` at once; results in order."""
         executor = ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="sandbox-run")
@@ -115,9 +113,3 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def run_code(code: str, limits: Limits = DEFAULT_LIMITS) -> ExecResult:
-    """One candidate, one container, no pool: the simplest entry point."""
-    with Sandbox(limits=limits) as box:
-        return box.run(code)

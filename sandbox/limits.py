@@ -12,6 +12,12 @@ from optfolio.errors import OptfolioError
 
 TIMEOUT_S = 60.0  # wall clock for the candidate's process, from the moment it starts
 MEMORY_MB = 1024  # memory = memory + swap: no swapping, an OOM kill instead
+PARALLELISM = 2  # containers running at once: one per core here; the engine needs CPU too
+# Bounds of the three above, wherever they are set (a run's parameters, ``sandbox exec``).
+TIMEOUT_S_MAX = 3600.0
+MEMORY_MB_MIN = 64
+MEMORY_MB_MAX = 65536
+PARALLELISM_MAX = 64
 CPUS = 1.0  # CPU quota (nano_cpus); half of this 2-core machine
 PIDS = 128  # processes + threads: solvers use a few threads, a fork bomb stops here
 WORK_TMPFS_MB = 64  # /work, the writable working directory (counts against MEMORY_MB too)
@@ -41,7 +47,13 @@ class Limits:
     stderr_cap: int = STDERR_CAP
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0 or self.memory_mb < 32 or self.cpus <= 0 or self.pids < 8:
+        usable = (
+            0 < self.timeout_s <= TIMEOUT_S_MAX
+            and MEMORY_MB_MIN <= self.memory_mb <= MEMORY_MB_MAX
+            and self.cpus > 0
+            and self.pids >= 8
+        )
+        if not usable:
             raise ValueError(f"unusable sandbox limits: {self}")
 
     def with_(self, **changes: float | int) -> Limits:

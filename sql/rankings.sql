@@ -1,6 +1,8 @@
--- Every candidate's rank under each evaluator type, best first:
---   llm       : mean of the LLM evaluator's sampled scores (null scores ignored)
---   generator : the generator probability p itself ("generator as evaluator")
+-- Every candidate's rank under each evaluator kind, best first. The kinds are the rows of
+-- `evaluators` (registered from optfolio.evaluators); each ranks by one ranking source:
+--   mean_score : mean of the LLM evaluator's sampled scores (null scores ignored)
+--   p          : the generator probability p itself ("generator as evaluator")
+-- A kind ranked by any other source is an error, not a ranking of ties.
 -- Valid candidates before ⊥; missing scores after present ones; ties broken by
 -- md5_number(tie_seed || ':' || candidate_id): the md5 digest read as a little-endian
 -- 128-bit integer, the same key the Python reference uses.
@@ -17,6 +19,10 @@ score_samples as (
 
 settings as (
     select tie_seed from run_settings
+),
+
+evaluator_kinds as (
+    select evaluator, ranked_by from evaluators
 ),
 
 mean_llm_scores as (
@@ -42,28 +48,40 @@ candidates_with_tie_keys as (
     cross join settings
 ),
 
-ranking_inputs as (
+candidate_ranking_sources as (
     select
         candidates_with_tie_keys.*,
-        'llm' as evaluator,
-        mean_llm_scores.mean_score as ranking_score
+        mean_llm_scores.mean_score
     from candidates_with_tie_keys
     left join mean_llm_scores
         on candidates_with_tie_keys.run_id = mean_llm_scores.run_id
         and candidates_with_tie_keys.problem_id = mean_llm_scores.problem_id
         and candidates_with_tie_keys.candidate_id = mean_llm_scores.candidate_id
+),
 
-    union all
-
+ranking_inputs as (
     select
-        *,
-        'generator' as evaluator,
-        p as ranking_score
-    from candidates_with_tie_keys
+        candidate_ranking_sources.run_id,
+        candidate_ranking_sources.problem_id,
+        candidate_ranking_sources.candidate_id,
+        candidate_ranking_sources.p,
+        candidate_ranking_sources.valid,
+        candidate_ranking_sources.tie_key,
+        evaluator_kinds.evaluator,
+        case evaluator_kinds.ranked_by
+            when 'mean_score' then candidate_ranking_sources.mean_score
+            when 'p' then candidate_ranking_sources.p
+            else error(
+                'evaluator ' || evaluator_kinds.evaluator
+                || ': no ranking source ' || evaluator_kinds.ranked_by
+            )
+        end as ranking_score
+    from candidate_ranking_sources
+    cross join evaluator_kinds
 ),
 
 ranked_with_cumulative_mass as (
-    -- one window for both, so DuckDB sorts each ranking once
+    -- one window for every kind, so DuckDB sorts each ranking once
     select
         *,
         row_number() over best_first as rank,

@@ -1,11 +1,18 @@
 -- The simulated study's result (§4.1, App. B.1): one row per (K, generator, evaluator error,
--- seed, α) with the portfolio size and coverage under the simulated LLM evaluator.
+-- seed, α) with the portfolio size and coverage under the simulated LLM evaluator: the
+-- simulation writes its evaluator's ranking as score samples, so the evaluator kind that
+-- ranks by the mean score (`evaluators`, registered from optfolio.evaluators) reports it.
 
 with
 
+simulated_evaluator as (
+    select evaluator from evaluators
+    where ranked_by = 'mean_score'
+),
+
 portfolio_coverage_rows as (
     select * from portfolio_coverage
-    where evaluator = 'llm'
+    where evaluator in (select evaluator from simulated_evaluator)
 ),
 
 simulated_designs as (

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optfolio import warehouse
+from optfolio.run_config import PortfolioRunParameters, RunRef
 from optfolio.schemas import SIMULATION
+from optfolio.simulation import StudyDesign
 from optfolio.store import RunStore
 
 SIMULATION_RESULT = "simulation/part-0.parquet"
@@ -18,11 +18,11 @@ RUN_OUTPUTS = ("rankings", "portfolio_sizes", "portfolios", "quality", "dataset_
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def assemble_simulation(store_root: str, run_id: str, alphas: Sequence[float]) -> str:
-    """Portfolios of every simulated problem on the α grid → ``<store>/simulation/``."""
-    store = RunStore(store_root)
-    settings = warehouse.AssemblySettings(alphas=tuple(alphas))
-    with warehouse.connect(store, [run_id], settings) as con:
+def assemble_simulation(run: RunRef, design: StudyDesign) -> str:
+    """Portfolios of every simulated problem on the design's α grid → ``<store>/simulation/``."""
+    store = RunStore(run.store)
+    settings = warehouse.AssemblySettings(alphas=design.alphas)
+    with warehouse.connect(store, [run.run_id], settings) as con:
         result = con.sql("select * from simulation_results").to_arrow_table()
     table = pa.Table.from_arrays(
         [result.column(f.name).cast(f.type) for f in SIMULATION], schema=SIMULATION
@@ -31,19 +31,10 @@ def assemble_simulation(store_root: str, run_id: str, alphas: Sequence[float]) -
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def assemble_run(
-    store_root: str,
-    run_id: str,
-    alphas: Sequence[float],
-    sizes: Sequence[int],
-    random_draws: int,
-    seed: int,
-) -> dict[str, str]:
+def assemble_run(run: RunRef, parameters: PortfolioRunParameters) -> dict[str, str]:
     """Rankings, portfolios and quality of one run → ``<store>/assembled/<view>/run_id=…/``."""
-    store = RunStore(store_root)
-    settings = warehouse.AssemblySettings(
-        alphas=tuple(alphas), sizes=tuple(sizes), random_draws=random_draws, tie_seed=seed
-    )
+    store, run_id = RunStore(run.store), run.run_id
+    settings = warehouse.AssemblySettings.from_parameters(parameters)
     written = {}
     with warehouse.connect(store, [run_id], settings) as con:
         for view in RUN_OUTPUTS:

@@ -6,7 +6,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optfolio.llm import evaluate_candidate
-from optfolio.pipeline import review_problem
+from optfolio.llm.review_stage import review_problem
+from optfolio.run_config import ProblemRef, RoleRequest
 from optfolio.store import RunStore
 from tasks import retry_transient
 
@@ -17,31 +18,24 @@ from tasks import retry_transient
     retry_delay_seconds=[10, 60],
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_transient,
-    task_run_name="evaluate-{problem_id}",
+    task_run_name="evaluate-{problem.problem_id}",
 )
-def evaluate(
-    store_root: str,
-    run_id: str,
-    problem_id: str,
-    endpoint: dict,
-    m: int,
-    max_tokens: int,
-    seed: int,
-) -> str:
+def evaluate(problem: ProblemRef, request: RoleRequest) -> str:
+    """m scores per valid candidate (``request.samples``); skipped if its part is written."""
     path = review_problem(
-        RunStore(store_root),
-        run_id,
-        problem_id,
+        RunStore(problem.store),
+        problem.run_id,
+        problem.problem_id,
         "evaluator",
-        endpoint,
-        lambda client, problem, candidate, execution: evaluate_candidate(
+        request.endpoint,
+        lambda client, row, candidate, execution: evaluate_candidate(
             client,
-            problem["description"],
+            row["description"],
             candidate,
             execution,
-            m=m,
-            max_tokens=max_tokens,
-            seed=seed,
+            m=request.samples,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
         ),
     )
     return str(path)

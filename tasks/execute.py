@@ -7,11 +7,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optfolio.errors import ServiceUnavailable
-from optfolio.pipeline import problem_rows
+from optfolio.run_config import ProblemRef, SandboxSettings
+from optfolio.run_rows import problem_rows
 from optfolio.schemas import EXECUTIONS
 from optfolio.store import RunStore, part_name
 from sandbox import Sandbox
-from sandbox.limits import Limits
 from tasks import retry_transient
 
 
@@ -20,25 +20,18 @@ from tasks import retry_transient
     retry_delay_seconds=[5, 30],
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_transient,
-    task_run_name="execute-{problem_id}",
+    task_run_name="execute-{problem.problem_id}",
 )
-def execute(
-    store_root: str,
-    run_id: str,
-    problem_id: str,
-    timeout_s: float,
-    memory_mb: int,
-    parallelism: int,
-) -> str:
-    store = RunStore(store_root)
+def execute(problem: ProblemRef, sandbox: SandboxSettings) -> str:
+    """Every valid candidate of one problem in the sandbox; skipped if its part is written."""
+    store, run_id, problem_id = RunStore(problem.store), problem.run_id, problem.problem_id
     part = part_name(problem_id)
     if store.has_part("executions", run_id, part):
         return str(store.part_path("executions", run_id, part))
     candidates = problem_rows(store, "candidates", run_id, problem_id)
     runnable = [c for c in candidates if c["valid"] and c["code"]]
-    limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb)
-    with Sandbox(limits=limits) as box:
-        results = box.run_many([c["code"] for c in runnable], parallelism=parallelism)
+    with Sandbox(limits=sandbox.container_limits()) as box:
+        results = box.run_many([c["code"] for c in runnable], parallelism=sandbox.parallelism)
     failed = [r for r in results if r.status == "sandbox_error"]
     if failed:
         # The engine failed, not the candidate: write nothing, so a retry or re-run redoes it.

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from optfolio import run_results
 from optfolio.figures import plot_simulation, png_data_uri
+from optfolio.run_config import RunRef
 from optfolio.store import RunStore
 
 # The α of the summary table in a run's artifact; the figures sweep the whole grid.
@@ -31,10 +32,10 @@ def draw_simulation_figures(simulation_path: str, figures_dir: str) -> list[str]
 
 
 @task(retries=1, cache_policy=NO_CACHE)
-def draw_run_figures(store_root: str, run_id: str) -> list[str]:
+def draw_run_figures(run: RunRef) -> list[str]:
     """A run's figures (paper Fig. 5 and the α sweeps) → ``<store>/figures/run_id=<id>/``,
     also shown in the Prefect UI with the dataset summary as a markdown artifact."""
-    store = RunStore(store_root)
+    store, run_id = RunStore(run.store), run.run_id
     paths = run_results.write_run_figures(store, run_id)
     with run_results.connect_run(store, run_id, [ARTIFACT_ALPHA]) as con:
         summary = run_results.summary_table(con, [ARTIFACT_ALPHA])

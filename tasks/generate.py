@@ -7,7 +7,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optfolio.llm import LLMClient, ResponseCache, generate_candidates
-from optfolio.pipeline import llm_settings, problem_rows, usage_row
+from optfolio.llm.settings import llm_settings
+from optfolio.run_config import ProblemRef, RoleRequest
+from optfolio.run_rows import problem_rows, usage_row
 from optfolio.schemas import LLM_USAGE
 from optfolio.store import RunStore, part_name
 from tasks import retry_transient
@@ -19,26 +21,24 @@ from tasks import retry_transient
     retry_delay_seconds=[10, 60],
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_transient,
-    task_run_name="generate-{problem_id}",
+    task_run_name="generate-{problem.problem_id}",
 )
-def generate(
-    store_root: str,
-    run_id: str,
-    problem_id: str,
-    endpoint: dict,
-    n: int,
-    max_tokens: int,
-    seed: int,
-) -> str:
-    store = RunStore(store_root)
+def generate(problem: ProblemRef, request: RoleRequest) -> str:
+    """N candidates for one problem (``request.samples``); skipped if its part is written."""
+    store, run_id, problem_id = RunStore(problem.store), problem.run_id, problem.problem_id
     part = part_name(problem_id)
     if store.has_part("candidates", run_id, part):
         return str(store.part_path("candidates", run_id, part))
-    (problem,) = problem_rows(store, "problems", run_id, problem_id)
-    settings = llm_settings(endpoint)
-    with LLMClient(settings, cache=ResponseCache.in_store(store_root)) as client:
+    (row,) = problem_rows(store, "problems", run_id, problem_id)
+    settings = llm_settings(request.endpoint)
+    with LLMClient(settings, cache=ResponseCache.in_store(store.root)) as client:
         candidates = generate_candidates(
-            client, problem_id, problem["description"], n=n, max_tokens=max_tokens, seed=seed
+            client,
+            problem_id,
+            row["description"],
+            n=request.samples,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
         )
         usage = usage_row(problem_id, "generator", settings.model, client.usage.snapshot())
     store.write_part(

@@ -7,26 +7,21 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optfolio.datasets import load_problems, sample_dataset_path
+from optfolio.run_config import PortfolioRunParameters, RunRef
 from optfolio.store import RunStore
 
 PART = "dataset"
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def load_dataset(
-    store_root: str,
-    run_id: str,
-    kind: str,
-    path: str | None,
-    ids: list[str] | None,
-    limit: int | None,
-) -> list[str]:
-    """Write the selected problems once per run; returns their ids in dataset order."""
-    store = RunStore(store_root)
+def load_dataset(run: RunRef, parameters: PortfolioRunParameters) -> list[str]:
+    """Write the problems the parameters select (dataset, path, ids, limit) once per run;
+    returns their ids in dataset order."""
+    store, run_id, p = RunStore(run.store), run.run_id, parameters
     if store.has_part("problems", run_id, PART):
         problems = pq.read_table(store.part_path("problems", run_id, PART))
     else:
-        source = path or str(sample_dataset_path())
-        problems = load_problems(kind, source, limit=limit, ids=ids)
+        source = p.path or str(sample_dataset_path())
+        problems = load_problems(p.dataset, source, limit=p.limit, ids=p.ids)
         store.write_part("problems", run_id, PART, problems)
     return problems.column("problem_id").to_pylist()

@@ -15,6 +15,7 @@ from optfolio.review import (
     REJECT_ALL,
     Decision,
     ProblemReview,
+    ReviewParameters,
     artifact_key,
     decided_problems,
     load_reviews,
@@ -26,11 +27,11 @@ from optfolio.store import RunStore
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def load_portfolios(
-    store_root: str, run_id: str, alpha: float, evaluator: str, problem_ids: list[str] | None
-) -> list[ProblemReview]:
-    """Each problem's portfolio at ALPHA, with what the reviewer needs to judge it."""
-    return load_reviews(RunStore(store_root), run_id, alpha, evaluator, problem_ids)
+def load_portfolios(parameters: ReviewParameters) -> list[ProblemReview]:
+    """Each problem's portfolio at the parameters' α and ranking, with what the reviewer needs
+    to judge it."""
+    p = parameters
+    return load_reviews(RunStore(p.store), p.run_id, p.alpha, p.evaluator, p.problem_ids)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="publish-{review.problem_id}")

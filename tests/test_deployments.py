@@ -19,9 +19,9 @@ import duckdb
 import httpx
 import pytest
 
-from optfolio import orchestrator
-from optfolio.pipeline import ROLES
 from optfolio.settings import REPO_ROOT
+from servers import prefect_services
+from servers.local_model.endpoint import ROLES
 from tests.plugins.llm_fixtures import SMOL
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ SIMULATE = DeployedFlow(
             distinct("evaluator_error"): [0.0, 0.5],
         }
     },
+    nested_in="parameters",
 )
 PORTFOLIO_RUN = DeployedFlow(
     flow="portfolio_run",
@@ -142,7 +143,7 @@ class _RetryingTransport(httpx.HTTPTransport):
         raise AssertionError("unreachable")
 
 
-def _api(stack: orchestrator.StackStatus) -> httpx.Client:
+def _api(stack: prefect_services.StackStatus) -> httpx.Client:
     return httpx.Client(base_url=stack.api_url, timeout=30.0, transport=_RetryingTransport())
 
 
@@ -168,7 +169,7 @@ def _wait_for_run(api: httpx.Client, run_id: str, timeout_s: float) -> dict[str,
         time.sleep(1.0)
 
 
-def _worker_log(stack: orchestrator.StackStatus) -> str:
+def _worker_log(stack: prefect_services.StackStatus) -> str:
     log = stack.home / f"worker-{POOL}.log"
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no worker log)"
 
@@ -192,7 +193,7 @@ def _typed(field: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("case", FLOWS, ids=lambda case: case.flow)
 def test_deployments_are_applied(
-    prefect_stack: orchestrator.StackStatus, case: DeployedFlow
+    prefect_stack: prefect_services.StackStatus, case: DeployedFlow
 ) -> None:
     with _api(prefect_stack) as api:
         nightly = _deployment(api, case.flow, f"{case.flow}-nightly")
@@ -216,7 +217,7 @@ def test_deployments_are_applied(
 
 @pytest.mark.parametrize("case", _cases())
 def test_adhoc_run_from_the_api_completes(
-    prefect_stack: orchestrator.StackStatus, case: DeployedFlow, ready: None, tmp_path: Path
+    prefect_stack: prefect_services.StackStatus, case: DeployedFlow, ready: None, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     parameters = case.parameters(out)
@@ -289,7 +290,7 @@ def _name_run(page: Page, run_name: str) -> None:
 
 
 def _submit_and_wait(
-    page: Page, stack: orchestrator.StackStatus, run_name: str, timeout_s: float, shots: Path
+    page: Page, stack: prefect_services.StackStatus, run_name: str, timeout_s: float, shots: Path
 ) -> dict[str, Any]:
     """Submit the form; wait for the run the form created; show it in the UI."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -322,7 +323,7 @@ def _submit_and_wait(
 
 @pytest.mark.timeout(SIMULATE.test_timeout_s, func_only=True)
 def test_simulate_adhoc_run_from_the_ui(
-    prefect_stack: orchestrator.StackStatus, chromium: Browser, tmp_path: Path
+    prefect_stack: prefect_services.StackStatus, chromium: Browser, tmp_path: Path
 ) -> None:
     """simulate-adhoc → Custom run, change fields, Submit; the run completes and its Parquet
     holds exactly what the form said."""
@@ -333,26 +334,28 @@ def test_simulate_adhoc_run_from_the_ui(
     page = context.new_page()
     try:
         _open_custom_run(page, prefect_stack.ui_url, "simulate-adhoc", run_name)
-        page.get_by_label("out (Optional)").fill(str(out))
-        page.get_by_label("seeds (Optional)").fill("2")
-        page.get_by_label("alpha_step (Optional)").fill("0.1")
+        # The flow's one parameter is a pydantic model: its fields, labelled by their titles.
+        _fill(page, "Out (Optional)", str(out))
+        _fill(page, "Seeds (Optional)", "2")
+        _fill(page, "Alpha Step (Optional)", "0.1")
         _delete_list_items(page, "Ks (Optional)", keep=["10"])
-        _delete_list_items(page, "evaluator_errors (Optional)", keep=["0", "0.5"])
+        _delete_list_items(page, "Evaluator Errors (Optional)", keep=["0", "0.5"])
         run = _submit_and_wait(page, prefect_stack, run_name, SIMULATE.run_timeout_s, tmp_path)
     finally:
         page.screenshot(path=str(tmp_path / "ui-last-page.png"), full_page=True)
         context.close()
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
-    assert run["parameters"]["out"] == str(out)
-    assert run["parameters"]["seeds"] == 2
-    assert run["parameters"]["Ks"] == [10]
-    assert run["parameters"]["evaluator_errors"] == [0, 0.5]
+    submitted = run["parameters"]["parameters"]
+    assert submitted["out"] == str(out)
+    assert submitted["seeds"] == 2
+    assert submitted["Ks"] == [10]
+    assert submitted["evaluator_errors"] == [0, 0.5]
     assert _aggregates(out, SIMULATE) == SIMULATE.expect
 
 
 @pytest.mark.timeout(PORTFOLIO_RUN.test_timeout_s, func_only=True)
 def test_portfolio_run_adhoc_run_from_the_ui(
-    prefect_stack: orchestrator.StackStatus,
+    prefect_stack: prefect_services.StackStatus,
     chromium: Browser,
     portfolio_run_ready: None,
     tmp_path: Path,

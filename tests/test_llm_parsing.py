@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from optfolio.cli import app
+from cli import app
 from optfolio.errors import InputError, ServiceUnavailable
 from optfolio.llm.client import Sample
 from optfolio.llm.generator import candidates_table
 from optfolio.llm.parsing import candidate_id, normalized_score, parse_candidate, parse_score
 from optfolio.llm.prompts import messages, render
 from optfolio.llm.settings import LLMSettings, Secret
-from optfolio.localmodel import registry
 from optfolio.schemas import CANDIDATES
+from servers.local_model import registry
 
 GOOD = """We maximize 3x + 4y.
 

@@ -13,11 +13,11 @@ import pytest
 from optfolio.llm.cache import ResponseCache
 from optfolio.llm.client import LLMClient
 from optfolio.llm.generator import generate_candidates
-from optfolio.llm.local import health_ok, local_endpoint
 from optfolio.llm.review import evaluate_candidate, judge_candidate
 from optfolio.llm.settings import LLMSettings
 from optfolio.schemas import CANDIDATES, JUDGMENTS, SCORES
 from optfolio.store import RunStore
+from servers.local_model.endpoint import health_ok, local_endpoint
 from tests.plugins.llm_fixtures import SMOL
 
 pytestmark = pytest.mark.llm

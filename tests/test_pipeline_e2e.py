@@ -17,8 +17,8 @@ import pytest
 
 from optfolio import warehouse
 from optfolio.errors import InputError
-from optfolio.pipeline import open_run
 from optfolio.run_config import parse_parameters
+from optfolio.runs import open_run
 from optfolio.store import RunStore, part_name
 from tests.plugins.llm_fixtures import QWEN, SMOL
 from tests.test_quality_sql import assert_quality_matches, python_quality

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optfolio import warehouse
+from optfolio.evaluators import EVALUATORS
 from optfolio.portfolio import (
     PROBABILITY_METHODS,
     Candidate,
@@ -99,7 +100,7 @@ def reference(problems, alphas, seed, method) -> tuple[dict, dict]:
             for r, w in zip(rows, weights, strict=True)
         ]
         human = {c.candidate_id: c.human_rank for c in candidates}
-        for evaluator in ("llm", "generator"):
+        for evaluator in EVALUATORS:
             for portfolio in portfolios(candidates, alphas, seed, evaluator):
                 key = (f"p{number}", evaluator, portfolio.alpha)
                 members[key] = list(portfolio.members)

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 
 from optfolio import warehouse
+from optfolio.evaluators import EVALUATORS
 from optfolio.portfolio import (
     Candidate,
     portfolios,
-    rank_by_evaluator,
-    rank_by_generator,
+    rank_by,
     weights_from_logprobs,
 )
 from optfolio.quality import (
@@ -189,13 +189,12 @@ def problem_quality(problem: dict, data: dict[str, list[dict]]) -> dict[tuple, d
             else bool(majority is not None and is_correct(majority, truth)),
         }
 
-    for evaluator in ("llm", "generator"):
+    for evaluator in EVALUATORS:
         for portfolio in portfolios(candidates, ALPHAS, SEED, evaluator):
             expected[(pid, evaluator, "alpha", portfolio.alpha, portfolio.size)] = row(
                 list(portfolio.members), portfolio.size
             )
-        rank = rank_by_evaluator if evaluator == "llm" else rank_by_generator
-        ranked = rank(candidates, SEED)
+        ranked = rank_by(evaluator, candidates, SEED)
         ranked_valid = [c.candidate_id for c in ranked if c.valid]
         for size in SIZES:
             if size <= len(ranked_valid):

@@ -40,13 +40,14 @@ import pytest
 from bench import _fake_endpoint as fake_endpoint
 from optfolio.errors import InputError
 from optfolio.llm.cache import CACHE_DIRNAME
-from optfolio.pipeline import RunInProgress, run_lock
 from optfolio.run_config import parse_parameters
+from optfolio.runs import RunInProgress, run_lock
 from optfolio.store import RunStore, StoreFull
 from sandbox import cleanup
 from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import Fault, FaultServer
 from tests.plugins.second_engine import SecondEngine
+from tests.plugins.writers import killed_writer, paused_writer
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -299,6 +300,53 @@ def test_two_runs_into_one_store_at_once(reference: Reference) -> None:
     assert_nothing_half_written(store.root)
 
 
+# Runs started together into one store, repeated: each run sweeps the store's temporary files
+# at its start, which once removed the in-flight temporaries of the others (issue 14).
+SHARED_STORE_ROUNDS = int(os.environ.get("OPTFOLIO_SHARED_STORE_ROUNDS", "3"))
+RUNS_AT_ONCE = 3
+
+
+def test_runs_started_together_never_touch_each_others_files(
+    fake_llm: FakeEndpoint, run_env: dict[str, str], sandbox_image: str, tmp_path: Path
+) -> None:
+    """Each round: a writer killed mid-write leaves a temporary file, a live writer stays
+    paused in the middle of a write, and three runs (distinct run ids, distinct seeds so each
+    pays for its own samples) start into the store at once. Every run must end 0 with every
+    part whole; the dead writer's leftover is swept; the live writer's file is never touched
+    and its rename succeeds after the runs."""
+    fake_llm.reset()
+    store = RunStore(tmp_path / "store")
+    for round_number in range(SHARED_STORE_ROUNDS):
+        dead_temp = killed_writer(store.root / "side" / f"dead-{round_number}.txt")
+        with paused_writer(store.root / "side" / f"live-{round_number}.txt") as live:
+            run_ids = [f"round{round_number}-{n}" for n in range(RUNS_AT_ONCE)]
+            runs = [
+                start_run(
+                    run_env,
+                    store.root,
+                    run_id,
+                    fake_llm.base_url,
+                    tmp_path / run_id,
+                    "--seed",
+                    str(round_number * RUNS_AT_ONCE + n),
+                )
+                for n, run_id in enumerate(run_ids)
+            ]
+            outcomes = [run.wait() for run in runs]
+            failed = {
+                r: err[-1500:] for r, (code, _, err) in zip(run_ids, outcomes, strict=True) if code
+            }
+            assert failed == {}, failed
+            assert live.temp.is_file(), "a run removed a live writer's temporary file"
+            assert not dead_temp.exists(), "the killed writer's leftover was not swept"
+            live.finish()
+        for run_id in run_ids:
+            assert_no_duplicate_keys(store, run_id)
+            assert store.read("judgments", [run_id]).num_rows > 0
+    assert_nothing_half_written(store.root)
+    print(f"\n{SHARED_STORE_ROUNDS} rounds x {RUNS_AT_ONCE} runs into one store: all ended 0")
+
+
 def test_same_run_id_at_once_is_refused(
     reference: Reference, fake_llm: FakeEndpoint, run_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -486,7 +534,7 @@ def test_store_full_error_names_the_path(small_disk: Path) -> None:
     fill(small_disk, leave_bytes=0)
     table = parse_parameters().model_dump()  # anything: the write fails on space
     with pytest.raises(StoreFull, match=str(store.root)):
-        from optfolio.pipeline import write_json_atomically
+        from optfolio.runs import write_json_atomically
 
         write_json_atomically(store.root / "runs" / "x.json", table)
     assert_nothing_half_written(small_disk)

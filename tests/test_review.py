@@ -32,7 +32,7 @@ from optfolio.store import RunStore
 from tests.plugins.run_fixtures import SYNTHETIC_PROBLEMS, build_finished_run
 from tests.plugins.run_fixtures import synthetic_candidate_id as cid
 
-OPTFOLIO = [sys.executable, "-c", "from optfolio.cli import main; main()"]
+OPTFOLIO = [sys.executable, "-c", "from cli import main; main()"]
 
 
 @pytest.fixture

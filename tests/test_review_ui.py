@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from optfolio import orchestrator
 from optfolio.review import (
     REJECT_ALL,
     artifact_key,
@@ -26,6 +25,7 @@ from optfolio.review import (
     write_decision,
 )
 from optfolio.settings import REPO_ROOT
+from servers import prefect_services
 from tests.plugins.run_fixtures import build_finished_run, synthetic_candidate_id
 from tests.test_deployments import TERMINAL, UI_TIMEOUT_MS, _api, _deployment, _worker_log
 
@@ -40,10 +40,12 @@ RESUME_TIMEOUT_S = 90.0  # the run polls every 2 s, then writes one decision
 
 
 def _start_review(api: httpx.Client, parameters: dict[str, Any]) -> str:
-    """A flow run of the review-adhoc deployment with PARAMETERS; returns its id."""
+    """A flow run of the review-adhoc deployment with PARAMETERS (the fields of the flow's one
+    parameter, a ReviewParameters); returns its id."""
     deployment = _deployment(api, "review", "review-adhoc")
     created = api.post(
-        f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}
+        f"/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": {"parameters": parameters}},
     )
     assert created.status_code == 201, created.text
     return created.json()["id"]
@@ -77,19 +79,22 @@ def _open_resume_form(page: Page) -> None:
     resume.click()
 
 
-def test_review_adhoc_deployment_is_applied(prefect_stack: orchestrator.StackStatus) -> None:
+def test_review_adhoc_deployment_is_applied(prefect_stack: prefect_services.StackStatus) -> None:
     with _api(prefect_stack) as api:
         deployment = _deployment(api, "review", "review-adhoc")
     assert deployment["work_pool_name"] == "optfolio-process"
     assert deployment["schedules"] == []
-    fields = deployment["parameter_openapi_schema"]["properties"]
-    assert {"run_id", "store", "alpha", "problem_ids", "reviewer"} <= set(fields)
-    assert deployment["parameter_openapi_schema"]["required"] == ["run_id"]
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["required"] == ["parameters"]  # the flow's one parameter: a ReviewParameters
+    ref = schema["properties"]["parameters"]["$ref"]
+    model = schema["definitions"][ref.rsplit("/", 1)[-1]]
+    assert {"run_id", "store", "alpha", "problem_ids", "reviewer"} <= set(model["properties"])
+    assert model["required"] == ["run_id"]
 
 
 @pytest.mark.timeout(360, func_only=True)
 def test_review_decided_in_the_ui(
-    prefect_stack: orchestrator.StackStatus, chromium: Browser, tmp_path: Path
+    prefect_stack: prefect_services.StackStatus, chromium: Browser, tmp_path: Path
 ) -> None:
     store, run_id = build_finished_run(tmp_path / "store")
     chosen = synthetic_candidate_id("diet", "wrong")  # rank 2: not the form's first option
@@ -152,7 +157,7 @@ def test_review_decided_in_the_ui(
 
 @pytest.mark.timeout(300, func_only=True)
 def test_review_asks_again_after_a_refused_answer_and_skips_decided_problems(
-    prefect_stack: orchestrator.StackStatus, tmp_path: Path
+    prefect_stack: prefect_services.StackStatus, tmp_path: Path
 ) -> None:
     """Answers through the API, as the UI sends them: a rejection without a comment is refused
     and the run pauses again; a problem decided beforehand (from the CLI) is not asked."""

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from optfolio import figures, run_results
+from optfolio.evaluators import EVALUATORS
 from optfolio.quality import draw_order_key, is_correct
 from optfolio.store import RunStore
 from tests.plugins.run_fixtures import build_finished_run
@@ -60,7 +61,8 @@ class PlainRun:
 
     def ranking(self, problem_id: str, evaluator: str) -> list[str]:
         valid = [c["candidate_id"] for c in self.candidates[problem_id] if c["valid"]]
-        key = self.mean_score if evaluator == "llm" else self.p
+        # each ranking source recomputed here (optfolio.evaluators: what a kind ranks by)
+        key = {"mean_score": self.mean_score, "p": self.p}[EVALUATORS[evaluator].ranked_by]
         # the fixture's scores and probabilities are distinct: no tie to break
         return sorted(valid, key=lambda c: -key[c])
 
@@ -106,7 +108,7 @@ def test_figures_are_written_as_pngs(finished, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("evaluator", ["llm", "generator"])
+@pytest.mark.parametrize("evaluator", list(EVALUATORS))
 @pytest.mark.parametrize("size", [2, 4])
 def test_fig5_mean_lines_equal_python(finished, figure_data, evaluator: str, size: int) -> None:
     _, _, plain = finished
@@ -133,7 +135,7 @@ def test_size_and_coverage_equal_python(finished, figure_data) -> None:
     _, _, plain = finished
     stats = figures.size_and_coverage_by_confidence(figure_data["coverage"])
     for alpha in (0.1, 0.5, 0.98):
-        for evaluator in ("llm", "generator"):
+        for evaluator in EVALUATORS:
             sizes, covered = [], []
             for problem_id in plain.candidates:
                 members = plain.portfolio(problem_id, evaluator, alpha)
@@ -158,7 +160,7 @@ def test_holds_correct_and_baselines_equal_python(finished, figure_data) -> None
     summary = figure_data["summary"]
     with_truth = [p for p in plain.candidates if plain.truth[p] is not None]
     for alpha in (0.5, 0.98):
-        for evaluator in ("llm", "generator"):
+        for evaluator in EVALUATORS:
             row = summary[
                 (summary["evaluator"] == evaluator) & np.isclose(summary["alpha"], alpha)
             ].iloc[0]
@@ -210,6 +212,7 @@ def test_task_writes_figures_and_an_artifact(prefect_harness, finished) -> None:
     )
     from prefect.runtime import flow_run
 
+    from optfolio.run_config import RunRef
     from tasks.figures import draw_run_figures
 
     store, run_id, _ = finished
@@ -217,7 +220,7 @@ def test_task_writes_figures_and_an_artifact(prefect_harness, finished) -> None:
     @flow
     def draw() -> tuple[list[str], str]:
         # as portfolio_run calls it: inside a flow run, which the artifact belongs to
-        return draw_run_figures(str(store.root), run_id), flow_run.id
+        return draw_run_figures(RunRef(store=str(store.root), run_id=run_id)), flow_run.id
 
     paths, flow_run_id = draw()
     written = [Path(p) for p in paths]

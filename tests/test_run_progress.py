@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from optfolio.cli.run import StoreProgress
+from cli.run import StoreProgress
 from optfolio.schemas import CANDIDATES, PROBLEMS
 from optfolio.store import RunStore
 

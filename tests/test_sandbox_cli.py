@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.docker
 
-OPTFOLIO = [sys.executable, "-c", "from optfolio.cli import main; main()"]
+OPTFOLIO = [sys.executable, "-c", "from cli import main; main()"]
 
 
 def _optfolio(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,10 +27,14 @@ def test_flow_runs_under_the_prefect_harness(prefect_harness, tmp_path: Path) ->
     from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.simulate import simulate
+    from optfolio.simulation import SimulationParameters
 
+    parameters = SimulationParameters(
+        out=str(tmp_path), Ks=[10, 20], evaluator_errors=[0.0, 0.5], seeds=3
+    )
     # Called plainly (no return_state): the sync flow returns its value whatever event loop
     # an earlier test (Playwright's sync API) left in this thread.
-    outcome = simulate(out=str(tmp_path), Ks=[10, 20], evaluator_errors=[0.0, 0.5], seeds=3)
+    outcome = simulate(parameters)
     table = pq.read_table(outcome["results"])
     assert table.num_rows == 2 * 4 * 2 * 3 * 51
     assert [Path(f).name for f in outcome["figures"]] == [
@@ -56,7 +60,7 @@ def test_flow_runs_under_the_prefect_harness(prefect_harness, tmp_path: Path) ->
     assert "simulation-figures" in artifact_keys
 
     # A re-run with the same design reuses the written parts: same results, no duplicates.
-    again = simulate(out=str(tmp_path), Ks=[10, 20], evaluator_errors=[0.0, 0.5], seeds=3)
+    again = simulate(parameters)
     assert pq.read_table(again["results"]).equals(table)
     parts = sorted(p.name for p in (tmp_path / "candidates").rglob("*.parquet"))
     assert parts == ["K10.parquet", "K20.parquet"]
@@ -121,7 +125,7 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, args: list[str], message:
 def test_every_command_has_help(tmp_path: Path) -> None:
     import typer.main
 
-    from optfolio.cli import app
+    from cli import app
 
     group = typer.main.get_group(app)
     paths = [[]]

@@ -8,6 +8,7 @@ import pytest
 
 from optfolio import warehouse
 from optfolio.errors import InputError
+from optfolio.parameters import parse_model
 from optfolio.portfolio import coverage_lower_bound
 from optfolio.simulation import (
     WEAK_FIRST_HALF_MASS,
@@ -107,7 +108,7 @@ def test_impossible_single_position_error_is_refused() -> None:
     with pytest.raises(InputError, match="exactly one position"):
         positions_to_change(0.1, 10)
     with pytest.raises(InputError, match="K=3"):
-        StudyDesign(Ks=(3,), evaluator_errors=(0.3,))
+        parse_model(StudyDesign, {"Ks": [3], "evaluator_errors": [0.3]})
 
 
 def test_weakly_aligned_coverage_above_the_diagonal_for_small_alpha(results) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from optfolio.schemas import PROBLEMS
 from optfolio.store import RunStore, StoreError, StoreFull, part_name
+from tests.plugins.writers import killed_writer, paused_writer
 
 
 def problems(n: int, prefix: str = "p") -> pa.Table:
@@ -155,21 +156,6 @@ for i in range(rounds):
 print("done", flush=True)
 """
 
-# Enters the atomic write, writes half a file, says so, then waits for a line on stdin before
-# finishing: a live writer in the middle of a write for as long as the test wants.
-PAUSED_WRITER = """
-import sys
-from pathlib import Path
-from optfolio.store import atomic_path
-final = Path(sys.argv[1])
-with atomic_path(final) as temp:
-    temp.write_text("half")
-    print(temp, flush=True)
-    sys.stdin.readline()
-    temp.write_text("whole")
-print("renamed", flush=True)
-"""
-
 
 def test_writers_sweeping_one_store_never_remove_each_others_temporaries(tmp_path: Path) -> None:
     """Several processes write parts into one store and sweep it after every part, as runs
@@ -201,35 +187,12 @@ def test_writers_sweeping_one_store_never_remove_each_others_temporaries(tmp_pat
 
 def test_a_sweep_removes_a_dead_writers_temporary_and_keeps_a_live_ones(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
-    live_final = store.part_path("problems", "live", "a")
-    dead_final = store.part_path("problems", "dead", "a")
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", PAUSED_WRITER, str(final)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for final in (live_final, dead_final)
-    ]
-    live, dead = writers
-    assert live.stdout is not None and dead.stdout is not None and live.stdin is not None
-    live_temp, dead_temp = (
-        Path(live.stdout.readline().strip()),
-        Path(dead.stdout.readline().strip()),
-    )
-    dead.kill()  # SIGKILL in the middle of its write: the temporary file stays behind
-    dead.wait()
-    assert dead_temp.is_file() and live_temp.is_file()
-
-    assert store.remove_temporaries() == 1
-    assert not dead_temp.exists() and live_temp.is_file()
-
-    live.stdin.write("go\n")
-    live.stdin.flush()
-    assert live.stdout.readline().strip() == "renamed"
-    assert live.wait(timeout=30) == 0
-    assert live_final.read_text() == "whole" and not dead_final.exists()
+    dead_temp = killed_writer(store.part_path("problems", "dead", "a"))
+    with paused_writer(store.part_path("problems", "live", "a")) as live:
+        assert store.remove_temporaries() == 1
+        assert not dead_temp.exists() and live.temp.is_file()
+        live.finish()
+    assert not store.part_path("problems", "dead", "a").exists()
 
 
 def test_temporaries_whose_writer_cannot_be_checked_are_swept_only_when_old(tmp_path: Path) -> None:

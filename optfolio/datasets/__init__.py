@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 
@@ -39,6 +40,7 @@ from optfolio.schemas import PROBLEMS
 __all__ = [
     "KINDS",
     "MAX_DESCRIPTION_CHARS",
+    "DatasetKind",
     "load_problems",
     "objective_label",
     "sample_dataset_path",
@@ -46,15 +48,17 @@ __all__ = [
 
 Reader = Callable[[Path, str, RecordErrors], list[ProblemRecord]]
 
+# The dataset kinds, each with its reader: the one list of them. ``DatasetKind`` (the run's
+# ``dataset`` parameter, the Prefect form's choices) and ``--dataset`` help derive from it.
 KINDS: dict[str, Reader] = {
+    "jsonl": read_generic_jsonl,
     "nlp4lp": read_nlp4lp,
     "nl4opt": read_results_array,
     "mamo": read_mamo,
     "optibench": read_results_array,
-    "jsonl": read_generic_jsonl,
 }
-
-SAMPLE_KIND = "jsonl"
+# Literal of a tuple is Literal of its items: pydantic and Prefect forms see every kind.
+DatasetKind = Literal[tuple(KINDS)]
 
 
 def sample_dataset_path() -> Path:

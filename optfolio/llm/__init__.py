@@ -1,5 +1,6 @@
 """The LLM layer: an OpenAI-compatible client with retries, a response cache and usage
-accounting; the generator, evaluator and judge roles; the local endpoint for offline runs.
+accounting; the generator, evaluator and judge roles. (The embedded local model that serves
+them offline runs in ``servers/local_model``.)
 
 Nothing here imports Prefect; tasks in ``tasks/`` wrap these functions.
 """
@@ -7,7 +8,6 @@ Nothing here imports Prefect; tasks in ``tasks/`` wrap these functions.
 from optfolio.llm.cache import ResponseCache
 from optfolio.llm.client import LLMClient, LLMRequestError, Sample, Usage
 from optfolio.llm.generator import candidates_table, generate_candidates
-from optfolio.llm.local import local_endpoint
 from optfolio.llm.review import evaluate_candidate, judge_candidate
 from optfolio.llm.settings import LLMSettings
 
@@ -22,5 +22,4 @@ __all__ = [
     "evaluate_candidate",
     "generate_candidates",
     "judge_candidate",
-    "local_endpoint",
 ]

@@ -132,7 +132,7 @@ class LLMClient:
         if settings.base_url is None:
             raise ServiceUnavailable(
                 "no model endpoint configured: set OPENAI_BASE_URL or run inside"
-                " optfolio.llm.local_endpoint()"
+                " servers.local_model.endpoint.local_endpoint()"
             )
         if settings.concurrency < 1:
             raise InputError(f"concurrency must be at least 1, got {settings.concurrency}")

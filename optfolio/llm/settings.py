@@ -2,14 +2,19 @@
 
 Values come from explicit arguments first, then the environment (``OPENAI_API_KEY``,
 ``OPENAI_BASE_URL``, ``OPTFOLIO_LLM_MODEL``), then defaults. With no base URL at all the run
-uses the embedded local model (:func:`optfolio.llm.local.local_endpoint`).
+uses the embedded local model (:func:`servers.local_model.endpoint.local_endpoint`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from optfolio.errors import InputError
+
+if TYPE_CHECKING:
+    from optfolio.run_config import ModelEndpoint
 
 NMode = Literal["auto", "native", "repeat"]
 
@@ -89,3 +94,11 @@ class LLMSettings:
 
     def with_endpoint(self, base_url: str, api_key: str | None = None) -> LLMSettings:
         return replace(self, base_url=base_url, api_key=Secret(api_key) if api_key else None)
+
+
+def llm_settings(endpoint: ModelEndpoint) -> LLMSettings:
+    """Client settings for a resolved endpoint; the API key comes from the environment only."""
+    if endpoint.base_url is None:
+        raise InputError(f"model {endpoint.model!r} has no endpoint: resolve it first")
+    overrides = {"timeout_s": endpoint.timeout_s} if endpoint.timeout_s else {}
+    return LLMSettings.from_env(model=endpoint.model, base_url=endpoint.base_url, **overrides)

@@ -27,7 +27,7 @@ SMOL = "smollm2-135m"
 
 
 def _require_local_models() -> None:
-    from optfolio.localmodel.registry import pulled_models
+    from servers.local_model.registry import pulled_models
 
     missing = [name for name, path in pulled_models().items() if path is None]
     try:
@@ -44,7 +44,7 @@ def _require_local_models() -> None:
 def llm_server() -> Iterator[str]:
     """Base URL of the session's real ``serve-local`` with Qwen (default) and SmolLM2."""
     _require_local_models()
-    from optfolio.llm.local import LocalServer
+    from servers.local_model.endpoint import LocalServer
 
     with LocalServer([QWEN, SMOL]) as server:
         yield server.base_url

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pytest
 
 from optfolio.llm.parsing import candidate_id, parse_candidate
-from optfolio.pipeline import open_run
-from optfolio.run_config import PortfolioRunParameters
+from optfolio.run_config import PortfolioRunParameters, RunRef
+from optfolio.runs import open_run
 from optfolio.schemas import CANDIDATES, EXECUTIONS, JUDGMENTS, LLM_USAGE, PROBLEMS, SCORES
 from optfolio.store import RunStore, part_name
 
@@ -262,14 +262,7 @@ def build_finished_run(
         for row in usage:
             store.write_part("llm_usage", run_id, f"{row['role']}-{part}", _table(LLM_USAGE, [row]))
     # The task's own function (no Prefect run needed): the same views, the same files.
-    assemble_run.fn(
-        str(store.root),
-        run_id,
-        parameters.alphas,
-        parameters.sizes,
-        parameters.random_draws,
-        parameters.seed,
-    )
+    assemble_run.fn(RunRef(store=str(store.root), run_id=run_id), parameters)
     return store, run_id
 
 

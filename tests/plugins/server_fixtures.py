@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-from optfolio import orchestrator
+from servers import prefect_services
 from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import _require_local_models as require_local_models
 
@@ -40,26 +40,28 @@ CHROMIUM_ARGS = [
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((orchestrator.HOST, 0))
+        probe.bind((prefect_services.HOST, 0))
         return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[orchestrator.StackStatus]:
+def prefect_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[prefect_services.StackStatus]:
     home = tmp_path_factory.mktemp("prefect-stack")
     try:
         with pytest.MonkeyPatch.context() as env:
             # The worker inherits this environment: an endpoint from the developer's shell
             # would take the runs' LLM calls away from the embedded local model server.
             env.delenv("OPENAI_BASE_URL", raising=False)
-            state = orchestrator.up(port=_free_port(), home=home, log=lambda _line: None)
+            state = prefect_services.up(port=_free_port(), home=home, log=lambda _line: None)
     except BaseException:
-        orchestrator.down(home, log=lambda _line: None)  # whatever did start
+        prefect_services.down(home, log=lambda _line: None)  # whatever did start
         raise
     try:
         yield state
     finally:
-        orchestrator.down(home, log=lambda _line: None)
+        prefect_services.down(home, log=lambda _line: None)
 
 
 @pytest.fixture(scope="session")

@@ -25,16 +25,16 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each command module adds its commands to ``app``; one line per module.
-    from optfolio.cli import sandbox, simulate, sql
+    from cli import sandbox, simulate, sql
 
     simulate.register(app)
     sql.register(app)
     sandbox.register(app)
-    importlib.import_module("optfolio.cli.models").register(app)
-    importlib.import_module("optfolio.cli.server").register(app)
-    importlib.import_module("optfolio.cli.run").register(app)
-    importlib.import_module("optfolio.cli.report").register(app)
-    importlib.import_module("optfolio.cli.review").register(app)
+    importlib.import_module("cli.models").register(app)
+    importlib.import_module("cli.server").register(app)
+    importlib.import_module("cli.run").register(app)
+    importlib.import_module("cli.report").register(app)
+    importlib.import_module("cli.review").register(app)
 
 
 _register()

@@ -1,7 +1,7 @@
 """Run-scoped local endpoint: with no endpoint configured, start ``serve-local`` on loopback
 for the run and stop it afterwards.
 
-The server is a child process (``python -m optfolio.localmodel.server``) so a crash in native
+The server is a child process (``python -m servers.local_model.server``) so a crash in native
 code cannot take the run down, and the run's client talks to it over the same OpenAI API as
 to any remote endpoint.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from optfolio.errors import ServiceUnavailable
 from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
+from optfolio.run_config import ModelEndpoint, PortfolioRunParameters
 
 _START_TIMEOUT_S = 180.0  # loading 1 GB of weights on a loaded 2-core machine
 _STOP_TIMEOUT_S = 10.0
@@ -52,8 +53,8 @@ def local_endpoint(
         return
     names = list(models or [settings.model])
     if pull:
-        from optfolio.localmodel.registry import KNOWN_MODELS
-        from optfolio.localmodel.registry import pull as pull_model
+        from servers.local_model.registry import KNOWN_MODELS
+        from servers.local_model.registry import pull as pull_model
 
         for name in names:
             if name in KNOWN_MODELS:
@@ -89,7 +90,7 @@ class LocalServer:
         command = [
             sys.executable,
             "-m",
-            "optfolio.localmodel.server",
+            "servers.local_model.server",
             "--port",
             str(self.port),
             "--exit-with-parent",
@@ -152,3 +153,32 @@ def health_ok(base_url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+ROLES = ("generator", "evaluator", "judge")
+
+
+@contextlib.contextmanager
+def role_endpoints(parameters: PortfolioRunParameters) -> Iterator[dict[str, ModelEndpoint]]:
+    """Concrete endpoints for the three roles. Roles with neither a base URL nor
+    ``$OPENAI_BASE_URL`` share one embedded local server, started here and stopped after."""
+    configured = {role: getattr(parameters, role) for role in ROLES}
+    environment_url = os.environ.get("OPENAI_BASE_URL") or None
+    local_roles = [r for r, e in configured.items() if not (e.base_url or environment_url)]
+    resolved = {
+        role: ModelEndpoint(model=e.model, base_url=e.base_url or environment_url)
+        for role, e in configured.items()
+    }
+    if not local_roles:
+        yield resolved
+        return
+    models = list(dict.fromkeys(configured[r].model for r in local_roles))
+    with local_endpoint(LLMSettings(model=models[0]), models=models) as local:
+        for role in local_roles:
+            # CPU decoding of n long answers takes many minutes: the local settings' timeout
+            resolved[role] = ModelEndpoint(
+                model=configured[role].model,
+                base_url=local.base_url,
+                timeout_s=configured[role].timeout_s or local.timeout_s,
+            )
+        yield resolved

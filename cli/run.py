@@ -10,82 +10,23 @@ from typing import Annotated
 
 import typer
 
+from cli.options import extra_option, model_command
+from optfolio.run_config import PortfolioRunParameters
 from optfolio.settings import default_store_root
 
 STAGES = ("candidates", "executions", "scores", "judgments")
 
 
-def split_ids(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+# The α rows of the dataset summary printed at the end (the fixed sizes s are always shown).
+SUMMARY_ALPHAS = (0.1, 0.2, 0.3, 0.5)
 
 
-def run_command(
-    dataset: Annotated[str, typer.Option(help="jsonl | nlp4lp | nl4opt | mamo | optibench")] = (
-        "jsonl"
-    ),
-    path: Annotated[
-        str | None, typer.Option(help="Dataset file/folder (default: the sample).")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
-    ids: Annotated[
-        str | None, typer.Option(help="Only these problem ids, comma-separated.")
-    ] = None,
-    candidates: Annotated[int, typer.Option(help="Candidates N sampled per problem.")] = 50,
-    eval_samples: Annotated[int, typer.Option(help="Evaluator samples m per candidate.")] = 4,
-    judge_samples: Annotated[int, typer.Option(help="Judge samples per candidate (0: none).")] = 1,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="Store root, a directory or a URI such as file:///shared/store"
-            " (default $OPTFOLIO_STORE or ./store)."
-        ),
-    ] = None,
-    run_id: Annotated[str | None, typer.Option(help="Resume this run (same parameters).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for all three roles.")] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            help="Endpoint for all roles (default: $OPENAI_BASE_URL, else the local model)."
-        ),
-    ] = None,
-    generator_max_tokens: Annotated[int, typer.Option(help="Token cap per candidate.")] = 1024,
-    concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 2,
-    timeout: Annotated[float, typer.Option(help="Sandbox wall time per candidate, s.")] = 60.0,
-    seed: Annotated[int, typer.Option(help="Seed for sampling, ties and random draws.")] = 0,
-    task_runner: Annotated[
-        str, typer.Option(help="thread (this process) | dask (Dask workers, see --dask-address).")
-    ] = "thread",
-    dask_address: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler address (default: a local Dask cluster for the run)."),
-    ] = None,
-    verbose: Annotated[bool, typer.Option(help="Show Prefect's task logs too.")] = False,
-) -> None:
+def run(parameters: PortfolioRunParameters, verbose: bool = False) -> None:
     """Run the portfolio pipeline on a dataset; prints the summary and where results are."""
-    from optfolio.run_config import parse_parameters
     from optfolio.store import new_run_id
 
-    endpoint = {k: v for k, v in {"model": model, "base_url": base_url}.items() if v}
-    parameters = parse_parameters(
-        dataset=dataset,
-        path=path,
-        ids=split_ids(ids),
-        limit=limit,
-        candidates=candidates,
-        eval_samples=eval_samples,
-        judge_samples=judge_samples,
-        store=str(store or default_store_root()),
-        run_id=run_id or new_run_id(),
-        generator=endpoint,
-        evaluator=endpoint,
-        judge=endpoint,
-        generator_max_tokens=generator_max_tokens,
-        concurrency=concurrency,
-        task_runner=task_runner,
-        dask_address=dask_address,
-        sandbox={"timeout_s": timeout},
-        seed=seed,
-    )  # every value checked before Docker, the model or Prefect start
+    # Every value was checked (by the model) before Docker, the model or Prefect start.
+    parameters = parameters.model_copy(update={"run_id": parameters.run_id or new_run_id()})
     from optfolio.datasets import load_problems, sample_dataset_path
 
     load_problems(
@@ -100,7 +41,15 @@ def run_command(
 
     assert parameters.run_id is not None
     flow = portfolio_run.with_options(task_runner=task_runner_for(parameters))
-    with StoreProgress(parameters.store, parameters.run_id, parameters.judge_samples > 0):
+    from sandbox import engine, image
+
+    # Set-up belongs to the command, not the flow: start Docker and build the sandbox image
+    # when needed (the engine is stopped afterwards only if this command started it).
+    with (
+        engine.session(),
+        StoreProgress(parameters.store, parameters.run_id, parameters.judge_samples > 0),
+    ):
+        image.build(engine.client(timeout=900), log=lambda line: None)
         outcome = flow(parameters)
     print_summary(parameters.store, parameters.run_id)
     typer.echo(f"\nrun id:  {outcome['run_id']}")
@@ -196,29 +145,18 @@ class StoreProgress:
 
 
 def print_summary(store_root: str | Path, run_id: str) -> None:
-    from optfolio import warehouse
+    """The run's dataset summary (``run_results.summary_table``) at the fixed sizes s and at
+    ``SUMMARY_ALPHAS``, assembled as the run was."""
+    from optfolio import run_results
     from optfolio.store import RunStore
 
-    with warehouse.connect(RunStore(store_root), [run_id]) as con:
-        frame = con.sql(
-            """
-            select evaluator, basis, coalesce(cast(alpha as varchar), '') as alpha,
-                   coalesce(cast(size as varchar), '') as s, problems,
-                   round(mean_portfolio_size, 2) as size,
-                   round(mean_portfolio_min_judge, 3) as min_judge,
-                   round(mean_random_min_judge, 3) as random_min_judge,
-                   round(share_portfolio_holds_correct, 3) as holds_correct,
-                   round(share_random_holds_correct, 3) as random_holds_correct,
-                   round(mean_pass_at_1, 3) as pass_at_1,
-                   round(mean_pass_at_size, 3) as pass_at_s,
-                   round(share_majority_vote_correct, 3) as majority
-            from dataset_summary
-            where basis = 'size' or alpha in (0.1, 0.2, 0.3, 0.5)
-            order by evaluator, basis, alpha, size
-            """
-        ).df()
+    with run_results.connect_run(RunStore(store_root), run_id, SUMMARY_ALPHAS) as con:
+        frame = run_results.summary_table(con, SUMMARY_ALPHAS)
     typer.echo("\nDataset summary (portfolio vs random candidates of the same size):")
-    typer.echo(frame.to_string(index=False) if len(frame) else "(nothing assembled)")
+    if not len(frame):
+        typer.echo("(nothing assembled)")
+        return
+    typer.echo(frame.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
 
 
 def runs_command(
@@ -232,7 +170,7 @@ def runs_command(
 ) -> None:
     """List the runs in a store with their progress per stage."""
     from optfolio.errors import InputError
-    from optfolio.pipeline import list_runs
+    from optfolio.runs import list_runs
     from optfolio.store import RunStore
 
     run_store = RunStore(store or default_store_root())
@@ -250,6 +188,13 @@ def runs_command(
             f"{run}  created {manifest['created']}  {p['dataset']} N={p['candidates']}"
             f" m={p['eval_samples']}  parts: {counts}"
         )
+
+
+run_command = model_command(
+    PortfolioRunParameters,
+    run,
+    [extra_option("verbose", bool, False, "Show Prefect's task logs too.")],
+)
 
 
 def register(app: typer.Typer) -> None:

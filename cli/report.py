@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from optfolio.evaluators import DEFAULT_EVALUATOR, EVALUATORS, evaluator_help
 from optfolio.settings import default_store_root
 
 
@@ -19,9 +20,7 @@ def report_command(
     alpha: Annotated[
         float, typer.Option(help="Portfolios at this α: probability mass ≥ 1 − α.")
     ] = 0.5,
-    evaluator: Annotated[
-        str, typer.Option(help="Rank by the LLM evaluator (llm) or by p itself (generator).")
-    ] = "llm",
+    evaluator: Annotated[str, typer.Option(help=evaluator_help())] = DEFAULT_EVALUATOR,
 ) -> None:
     """Write the review page: each problem's portfolio side by side, the summary, figures."""
     from optfolio.errors import InputError
@@ -30,8 +29,8 @@ def report_command(
 
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha {alpha:g}: α must lie in [0, 1]")
-    if evaluator not in ("llm", "generator"):
-        raise InputError(f"--evaluator {evaluator!r}: use llm or generator")
+    if evaluator not in EVALUATORS:
+        raise InputError(f"--evaluator {evaluator!r}: use one of {', '.join(EVALUATORS)}")
     root = store or default_store_root()
     if not root.is_dir():
         raise InputError(f"--store {root}: no such directory")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from optfolio import orchestrator
 from optfolio.errors import ServiceUnavailable
+from servers import prefect_services
 
 server_app = typer.Typer(
     name="server",
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(server_app)
 
 
-def _echo_status(state: orchestrator.StackStatus) -> None:
+def _echo_status(state: prefect_services.StackStatus) -> None:
     server = f"running (pid {state.server_pid})" if state.server_pid else "not running (by us)"
     typer.echo(f"home:    {state.home}")
     typer.echo(f"server:  {server}, {'healthy' if state.healthy else 'not answering'}")
@@ -43,7 +43,7 @@ def _echo_status(state: orchestrator.StackStatus) -> None:
 @server_app.command("up")
 def up_command(
     port: Annotated[int, typer.Option(help="Loopback port for the API and UI.")] = (
-        orchestrator.DEFAULT_PORT
+        prefect_services.DEFAULT_PORT
     ),
     home: HomeOption = None,
 ) -> None:
@@ -51,7 +51,7 @@ def up_command(
 
     The server listens on 127.0.0.1 only; the deployments come from deployments/prefect.yaml.
     """
-    state = orchestrator.up(port=port, home=home, log=typer.echo)
+    state = prefect_services.up(port=port, home=home, log=typer.echo)
     _echo_status(state)
     typer.echo(f"stop with: optfolio server down --home {state.home}")
 
@@ -59,14 +59,14 @@ def up_command(
 @server_app.command("down")
 def down_command(home: HomeOption = None) -> None:
     """Stop the worker(s) and the server started by `up` (by saved PID and process group)."""
-    if not orchestrator.down(home=home, log=typer.echo):
+    if not prefect_services.down(home=home, log=typer.echo):
         typer.echo("nothing of ours was running")
 
 
 @server_app.command("status")
 def status_command(home: HomeOption = None) -> None:
     """Show what runs; a non-zero exit status when the server does not answer."""
-    state = orchestrator.status(home)
+    state = prefect_services.status(home)
     _echo_status(state)
     if not state.healthy:
         raise ServiceUnavailable(f"no optfolio Prefect server answers (home {state.home})")

@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optfolio.localmodel.engine import Completion, Engine, RequestError, SamplingParams
-from optfolio.localmodel.registry import KNOWN_MODELS, resolve
+from servers.local_model.engine import Completion, Engine, RequestError, SamplingParams
+from servers.local_model.registry import KNOWN_MODELS, resolve
 
-log = logging.getLogger("optfolio.localmodel")
+log = logging.getLogger("servers.local_model")
 
 MAX_N = 128
 MAX_TOP_LOGPROBS = 20
@@ -238,7 +238,7 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m optfolio.localmodel.server")
+    parser = argparse.ArgumentParser(prog="python -m servers.local_model.server")
     parser.add_argument("--model", action="append", help="known name or GGUF path; repeatable")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8088)

@@ -1,0 +1,257 @@
+"""One source for every setting: each flow's typed parameter model holds every default, bound
+and help text, and the CLI options, the Prefect form and the deployments are derived from it
+(or checked against it), so none of them can drift."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer
+import typer.main
+import yaml
+from pydantic import BaseModel, ValidationError
+from typer.testing import CliRunner
+
+from cli import app
+from cli.options import model_command, model_options
+from optfolio.errors import InputError
+from optfolio.parameters import closed_alpha_grid, open_alpha_grid
+from optfolio.review import ReviewParameters
+from optfolio.run_config import ModelEndpoint, PortfolioRunParameters, SandboxSettings
+from optfolio.settings import REPO_ROOT
+from optfolio.simulation import SimulationParameters
+from optfolio.warehouse import AssemblySettings
+from sandbox import limits
+
+# The options people and scripts already use (README): derived options may add, never rename.
+CONTRACT = {
+    ("run",): (
+        "--dataset --path --limit --ids --candidates --eval-samples --judge-samples --store"
+        " --run-id --model --base-url --generator-max-tokens --concurrency --timeout --seed"
+        " --task-runner --dask-address --verbose"
+    ),
+    ("simulate",): "--out --K --seeds --generators --errors --alpha-step",
+    ("review", "show"): "--run --store --alpha --evaluator --problem --full",
+    ("review", "decide"): (
+        "--run --problem --choose --reject --comment --reviewer --store --alpha --evaluator"
+    ),
+    ("review", "list"): "--store --run --json",
+}
+FLOW_MODELS: dict[str, type[BaseModel]] = {
+    "flows/portfolio_run.py:portfolio_run": PortfolioRunParameters,
+    "flows/simulate.py:simulate": SimulationParameters,
+    "flows/review.py:review": ReviewParameters,
+}
+
+
+def command(*path: str) -> click.Command:
+    found: Any = typer.main.get_command(app)
+    for name in path:
+        found = found.commands[name]
+    return found
+
+
+def options_of(*path: str) -> dict[str, click.Option]:
+    return {flag: p for p in command(*path).params for flag in p.opts if flag.startswith("--")}
+
+
+def leaves(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every field of MODEL, nested models' fields by their path."""
+    found = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += leaves(annotation, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def value_at(instance: BaseModel, path: tuple[str, ...]) -> Any:
+    for name in path:
+        instance = getattr(instance, name)
+    return instance
+
+
+@pytest.mark.parametrize("path", sorted(CONTRACT))
+def test_existing_options_keep_their_names(path: tuple[str, ...]) -> None:
+    assert set(CONTRACT[path].split()) <= set(options_of(*path))
+
+
+@pytest.mark.parametrize(
+    ("path", "model"), [(("run",), PortfolioRunParameters), (("simulate",), SimulationParameters)]
+)
+def test_every_field_is_an_option_with_its_default_and_description(
+    path: tuple[str, ...], model: type[BaseModel]
+) -> None:
+    cli_options = options_of(*path)
+    derived = model_options(model)
+    assert sorted(p for option in derived for p in option.paths) == sorted(leaves(model))
+    defaults = model()
+    for option in derived:
+        param = cli_options[option.flag]
+        description = option.field.description
+        assert description and param.help and param.help.startswith(description), option.flag
+        parsed = option.from_cli(param.default)
+        for field_path in option.paths:
+            assert parsed == value_at(defaults, field_path), (option.flag, field_path)
+
+
+@pytest.mark.parametrize("subcommand", ["show", "decide"])
+def test_review_options_are_the_review_flows_fields(subcommand: str) -> None:
+    cli_options = options_of("review", subcommand)
+    fields = ReviewParameters.model_fields
+    for flag, name in [
+        ("--run", "run_id"),
+        ("--store", "store"),
+        ("--alpha", "alpha"),
+        ("--evaluator", "evaluator"),
+    ]:
+        param, field = cli_options[flag], fields[name]
+        assert param.help == field.description
+        assert param.required == field.is_required()
+        if not field.is_required():
+            assert param.default == field.default
+
+
+def _parsed(model: type[BaseModel], args: list[str], env: dict[str, str] | None = None) -> Any:
+    """What a command derived from MODEL hands its body for ARGS."""
+    seen: list[BaseModel] = []
+    single = typer.Typer()
+    single.command()(model_command(model, seen.append))
+    result = CliRunner().invoke(single, args, env=env)
+    if result.exception is not None:
+        raise result.exception
+    return seen[0]
+
+
+def test_cli_values_reach_the_model() -> None:
+    args = [
+        "--ids", "a, b",
+        "--model", "m",
+        "--base-url", "http://127.0.0.1:9/v1",
+        "--timeout", "5",
+        "--memory", "256",
+        "--alphas", "0.5,0.1",
+        "--sizes", "2",
+    ]  # fmt: skip
+    endpoint = {"model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    assert _parsed(PortfolioRunParameters, args) == PortfolioRunParameters(
+        ids=["a", "b"],
+        generator=endpoint,
+        evaluator=endpoint,
+        judge=endpoint,
+        sandbox={"timeout_s": 5, "memory_mb": 256},
+        alphas=[0.1, 0.5],
+        sizes=[2],
+    )
+    assert _parsed(PortfolioRunParameters, []) == PortfolioRunParameters()
+    stored = _parsed(PortfolioRunParameters, [], env={"OPTFOLIO_STORE": "/srv/store"})
+    assert stored.store == "/srv/store"
+    design = _parsed(SimulationParameters, ["--K", "10,20", "--errors", "0,0.5"])
+    assert (design.Ks, design.evaluator_errors) == ([10, 20], [0.0, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--K", "10,abc"], "--K '10,abc'"),
+        (["--K", "1"], "K=1"),
+        (["--alpha-step", "0.03"], "parameter alpha_step"),
+    ],
+)
+def test_bad_cli_values_are_one_input_error(args: list[str], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        _parsed(SimulationParameters, args)
+
+
+def test_flows_take_their_one_typed_model() -> None:
+    import importlib
+
+    for entrypoint, model in FLOW_MODELS.items():
+        file, name = entrypoint.split(":")
+        module = file.removesuffix(".py").replace("/", ".")
+        flow = getattr(importlib.import_module(module), name)
+        hints = typing.get_type_hints(flow.fn)
+        assert list(flow.parameters.properties) == ["parameters"], entrypoint
+        assert model in (hints["parameters"], *typing.get_args(hints["parameters"]))
+
+
+def _paths(values: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The path of every value in VALUES (nested dicts: their values')."""
+    found = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            found += _paths(value, (*path, key))
+        else:
+            found.append((*path, key))
+    return found
+
+
+def test_deployments_are_valid_parameters_and_repeat_no_default() -> None:
+    config = yaml.safe_load((REPO_ROOT / "deployments" / "prefect.yaml").read_text())
+    for deployment in config["deployments"]:
+        model = FLOW_MODELS[deployment["entrypoint"]]
+        given = deployment.get("parameters") or {}
+        assert set(given) <= {"parameters"}, deployment["name"]
+        values = given.get("parameters") or {}
+        required = {"run_id": "given-per-run"} if model is ReviewParameters else {}
+        parsed = model(**required, **values)  # extra="forbid": a misspelt field fails too
+        defaults = model(**required)
+        for path in _paths(values):
+            assert value_at(parsed, path) != value_at(defaults, path), (deployment["name"], path)
+
+
+def test_sandbox_defaults_and_bounds_come_from_the_sandbox() -> None:
+    settings = SandboxSettings()
+    assert settings.container_limits() == limits.DEFAULT_LIMITS
+    assert settings.parallelism == limits.PARALLELISM
+    for bad in (
+        {"memory_mb": limits.MEMORY_MB_MIN - 1},
+        {"memory_mb": limits.MEMORY_MB_MAX + 1},
+        {"timeout_s": limits.TIMEOUT_S_MAX + 1},
+    ):
+        with pytest.raises(ValidationError):
+            SandboxSettings(**bad)
+        with pytest.raises(ValueError, match="unusable"):
+            limits.Limits(**bad)
+
+
+def test_alpha_grids_and_the_one_mapping_to_assembly_settings() -> None:
+    assert open_alpha_grid() == closed_alpha_grid()[1:-1]
+    assert PortfolioRunParameters().alphas == open_alpha_grid()
+    assert list(AssemblySettings().alphas) == closed_alpha_grid()
+
+    p = PortfolioRunParameters(alphas=[0.5, 0.1], sizes=[4, 2], random_draws=3, seed=7)
+    settings = AssemblySettings.from_parameters(p)
+    assert settings == AssemblySettings.from_parameters(p.model_dump(mode="json"))  # manifest
+    assert (settings.alphas, settings.sizes, settings.random_draws, settings.tie_seed) == (
+        (0.1, 0.5),
+        (2, 4),
+        3,
+        7,
+    )
+    assert AssemblySettings.from_parameters(p, [0.25]).alphas == (0.1, 0.25, 0.5)
+    defaults, run = AssemblySettings.from_parameters(None), PortfolioRunParameters()
+    assert (defaults.sizes, defaults.random_draws) == (tuple(run.sizes), run.random_draws)
+
+
+def test_each_role_is_asked_what_its_parameters_say() -> None:
+    p = PortfolioRunParameters(candidates=7, eval_samples=3, judge_samples=2, seed=5)
+    endpoint = ModelEndpoint(model="m", base_url="http://127.0.0.1:9/v1")
+    asked = {role: p.role_request(role, endpoint) for role in ("generator", "evaluator", "judge")}
+    assert {role: (r.samples, r.max_tokens, r.seed) for role, r in asked.items()} == {
+        "generator": (7, p.generator_max_tokens, 5),
+        "evaluator": (3, p.review_max_tokens, 5),
+        "judge": (2, p.review_max_tokens, 5),
+    }
+
+
+def test_no_store_default_outside_the_models() -> None:
+    """The store's default is the models' ("store", or $OPTFOLIO_STORE on the command line)."""
+    assert PortfolioRunParameters().store == ReviewParameters(run_id="r").store == "store"
+    assert Path(options_of("run")["--store"].default) == Path("store")
