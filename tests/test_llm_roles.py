@@ -146,7 +146,8 @@ def test_local_server_dies_with_a_killed_run(llm_server: str) -> None:
     import time
 
     script = (
-        "from optfolio.llm import LLMSettings, local_endpoint\n"
+        "from optfolio.llm import LLMSettings\n"
+        "from servers.local_model.endpoint import local_endpoint\n"
         f"with local_endpoint(LLMSettings(model={SMOL!r})) as s:\n"
         "    print(s.base_url, flush=True)\n"
         "    import time; time.sleep(600)\n"

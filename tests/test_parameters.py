@@ -255,3 +255,21 @@ def test_no_store_default_outside_the_models() -> None:
     """The store's default is the models' ("store", or $OPTFOLIO_STORE on the command line)."""
     assert PortfolioRunParameters().store == ReviewParameters(run_id="r").store == "store"
     assert Path(options_of("run")["--store"].default) == Path("store")
+
+
+def test_a_configured_endpoint_keeps_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role's own request timeout reaches its client: slow CPU decoding of n long answers
+    must not be cut at the 300 s default and asked again (the server keeps decoding the
+    abandoned request)."""
+    from optfolio.llm.settings import llm_settings
+    from optfolio.run_config import parse_parameters
+    from servers.local_model.endpoint import role_endpoints
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    endpoint = {"model": "m", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 1800}
+    parameters = parse_parameters(generator=endpoint, evaluator=endpoint, judge=endpoint)
+    with role_endpoints(parameters) as resolved:
+        assert {role: e.timeout_s for role, e in resolved.items()} == dict.fromkeys(
+            ("generator", "evaluator", "judge"), 1800
+        )
+        assert llm_settings(resolved["generator"]).timeout_s == 1800

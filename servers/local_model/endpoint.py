@@ -166,7 +166,9 @@ def role_endpoints(parameters: PortfolioRunParameters) -> Iterator[dict[str, Mod
     environment_url = os.environ.get("OPENAI_BASE_URL") or None
     local_roles = [r for r, e in configured.items() if not (e.base_url or environment_url)]
     resolved = {
-        role: ModelEndpoint(model=e.model, base_url=e.base_url or environment_url)
+        role: ModelEndpoint(
+            model=e.model, base_url=e.base_url or environment_url, timeout_s=e.timeout_s
+        )
         for role, e in configured.items()
     }
     if not local_roles:
