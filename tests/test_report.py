@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from optfolio import warehouse
-from optfolio.report import write_report
+from optfolio.report import CONTENT_SECURITY_POLICY, write_report
 from optfolio.store import RunStore, part_name
 from tests.plugins.run_fixtures import (
     SYNTHETIC_PROBLEMS,
@@ -41,11 +41,14 @@ class PageParts(HTMLParser):
         self.references: list[str] = []
         self.member_ids: list[str] = []
         self.text: list[str] = []
+        self.policies: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         attributes = dict(attrs)
         self.references += [v or "" for k, v in attrs if k in ("src", "href", "srcset", "action")]
+        if tag == "meta" and attributes.get("http-equiv") == "Content-Security-Policy":
+            self.policies.append(attributes.get("content") or "")
         if tag == "article" and "member" in (attributes.get("class") or "").split():
             self.member_ids.append(attributes.get("data-candidate-id") or "")
 
@@ -125,6 +128,7 @@ def test_the_page_needs_nothing_from_the_network(report_page) -> None:
         assert reference.startswith(("data:image/png;base64,", "#")), reference[:80]
     assert "script" not in parts.tags and "link" not in parts.tags
     assert "default-src 'none'" in page  # CSP: nothing could be fetched or run anyway
+    assert parts.policies == [CONTENT_SECURITY_POLICY]
 
 
 def test_untrusted_text_is_shown_as_text(hostile_page: Path) -> None:
