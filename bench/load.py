@@ -4,9 +4,12 @@
     .venv/bin/python bench/load.py concurrent [--limit 3] [--candidates 4]
 
 ``assembly`` writes a synthetic run (problems, candidates with log-probs, executions, m
-evaluator scores and one judgment per valid candidate; one part per 1000 problems) and times
-``assemble_run`` (the task's own function: every view materialized as the flow does), printing
-wall time, rows out and the peak RSS of this process (VmHWM), also per 1000 problems.
+evaluator scores and one judgment per valid candidate; one part per 1000 problems) and
+assembles it twice, each in a fresh process: ``materialized`` (how assembly worked before:
+each view fetched into an Arrow table in Python, then written) and ``streamed``
+(``assemble_run``, the task's own function: DuckDB's ``COPY ... TO`` under the run's
+``duckdb_memory_limit``). Prints wall time and peak RSS (VmHWM) side by side with their
+ratio, and rows out.
 
 ``concurrent`` starts two ``optfolio run`` processes at once on one store (different run ids),
 against the fake OpenAI-compatible endpoint (``bench/_fake_endpoint.py``, zero latency) and
@@ -18,6 +21,7 @@ the children it waited for).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -177,29 +181,71 @@ def assemble(store: RunStore, run_id: str = RUN) -> dict[str, str]:
     return assemble_run.fn(RunRef(store=str(store.root), run_id=run_id), PortfolioRunParameters())
 
 
-def bench_assembly(args: argparse.Namespace) -> None:
+def assemble_materialized(store: RunStore, run_id: str = RUN) -> dict[str, str]:
+    """The assembly as it was before views were streamed: each view fetched into an Arrow
+    table in Python (no DuckDB memory limit), then written; kept here as the baseline."""
+    from optfolio import warehouse
+    from optfolio.run_config import PortfolioRunParameters
+    from tasks.assemble import RUN_OUTPUTS
+
+    settings = warehouse.AssemblySettings.from_parameters(PortfolioRunParameters())
+    written = {}
+    with warehouse.connect(store, [run_id], settings) as con:
+        for view in RUN_OUTPUTS:
+            table = con.sql(f"select * from {view}").to_arrow_table()
+            path = f"assembled/{view}/run_id={run_id}/part-0.parquet"
+            written[view] = str(store.write_file(path, table.drop_columns(["run_id"])))
+    return written
+
+
+ASSEMBLERS = {"materialized": assemble_materialized, "streamed": assemble}
+
+
+def measure_assembly(store: RunStore, method: str) -> dict[str, object]:
+    """Assemble with METHOD in this process: wall time, peak RSS and rows per view."""
     import pyarrow.parquet as pq
 
+    before = peak_rss_mb()
+    started = time.monotonic()
+    outputs = ASSEMBLERS[method](store)
+    wall = time.monotonic() - started
+    rows = {view: pq.read_metadata(path).num_rows for view, path in outputs.items()}
+    return {"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "before_mb": before, "rows": rows}
+
+
+def measure_in_fresh_process(store: RunStore, method: str) -> dict[str, object]:
+    # A fresh process each, so one method's high-water mark is not the other's.
+    command = [sys.executable, __file__, "assemble-once", str(store.root), method]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(output.stdout.splitlines()[-1])
+
+
+def bench_assembly(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch:
         store = RunStore(scratch)
         started = time.monotonic()
         write_synthetic_run(store, args.problems, args.candidates, args.samples)
         written_s = time.monotonic() - started
-        before = peak_rss_mb()
-        started = time.monotonic()
-        outputs = assemble(store)
-        wall = time.monotonic() - started
-        peak = peak_rss_mb()
-        rows = {view: pq.read_metadata(path).num_rows for view, path in outputs.items()}
+        results = {method: measure_in_fresh_process(store, method) for method in ASSEMBLERS}
     print(
         f"{args.problems} problems x {args.candidates} candidates, m={args.samples},"
         f" 1 judgment per valid candidate (written in {written_s:.1f} s)"
     )
+    old, new = results["materialized"], results["streamed"]
+    print(f"{'':16}{'materialized':>14}{'streamed':>12}{'ratio':>8}")
+    for label, key, unit in (("wall time", "wall_s", "s"), ("peak RSS", "peak_rss_mb", "MiB")):
+        print(
+            f"{label + ' (' + unit + ')':16}{old[key]:>14.1f}{new[key]:>12.1f}"
+            f"{new[key] / old[key]:>8.2f}"
+        )
+    per_1000 = 1000 / args.problems
     print(
-        f"assembly wall time: {wall:.1f} s ({wall / args.problems * 1000:.2f} s per 1000 problems)"
+        f"{'s per 1000 pb.':16}{old['wall_s'] * per_1000:>14.2f}{new['wall_s'] * per_1000:>12.2f}"
     )
-    print(f"peak RSS: {peak:.0f} MiB (before assembly: {before:.0f} MiB)")
-    print("rows out: " + ", ".join(f"{view}={count:,}" for view, count in rows.items()))
+    print(f"RSS before assembly: {new['before_mb']:.0f} MiB")
+    if old["rows"] != new["rows"]:
+        raise SystemExit(f"rows differ: {old['rows']} vs {new['rows']}")
+    print("rows out: " + ", ".join(f"{view}={count:,}" for view, count in new["rows"].items()))
 
 
 def bench_concurrent(args: argparse.Namespace) -> None:
@@ -280,11 +326,17 @@ def main() -> None:
     assembly.add_argument("--problems", type=int, default=10_000)
     assembly.add_argument("--candidates", type=int, default=20)
     assembly.add_argument("--samples", type=int, default=4)
+    once = sub.add_parser("assemble-once", help="one assembly of an existing store (internal)")
+    once.add_argument("store")
+    once.add_argument("method", choices=sorted(ASSEMBLERS))
     concurrent = sub.add_parser("concurrent")
     concurrent.add_argument("--limit", type=int, default=3)
     concurrent.add_argument("--candidates", type=int, default=4)
     args = parser.parse_args()
-    bench_assembly(args) if args.what == "assembly" else bench_concurrent(args)
+    if args.what == "assemble-once":
+        print(json.dumps(measure_assembly(RunStore(args.store), args.method)))
+    else:
+        bench_assembly(args) if args.what == "assembly" else bench_concurrent(args)
 
 
 if __name__ == "__main__":

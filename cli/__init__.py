@@ -35,6 +35,7 @@ def _register() -> None:
     importlib.import_module("cli.run").register(app)
     importlib.import_module("cli.report").register(app)
     importlib.import_module("cli.review").register(app)
+    importlib.import_module("cli.warehouse").register(app)
 
 
 _register()

@@ -5,16 +5,24 @@ Each file in ``sql/`` is one query; it becomes a view named after the file, in t
 seed, probability method, mass tolerance) are registered as small tables, ``alpha_grid`` and
 ``run_settings``, which the queries read, and so are the evaluator kinds (``evaluators``):
 nothing is formatted into SQL strings.
+
+Two more ways out of the store: :func:`write_warehouse` saves the same views into a DuckDB
+database file, over globs of the store's Parquet, for any SQL tool; :func:`copy_to_parquet`
+streams a view into a Parquet file inside DuckDB, under the connection's ``memory_limit``.
+Both name files in their SQL (a stored view or a ``COPY`` takes no bound parameters): paths
+and run ids go in as quoted literals (:func:`quote_literal`), nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from optfolio.errors import InputError
 from optfolio.evaluators import EVALUATORS
@@ -24,7 +32,7 @@ from optfolio.quality import CORRECT_REL_TOL, ORLM_REL_TOL
 from optfolio.run_config import PortfolioRunParameters
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
-from optfolio.store import RunStore
+from optfolio.store import RunStore, atomic_path
 
 # Stage tables appear under their own names, except candidates and decisions: the user-facing
 # ``candidates`` view adds the probability p on top of ``stored_candidates``, and
@@ -204,3 +212,137 @@ def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     ).fetchone()
     if found:
         con.execute(f"drop {'view' if found[0] == 'VIEW' else 'table'} {name}")
+
+
+# ---- streaming a view to Parquet -----------------------------------------------------------
+
+# DuckDB types whose Parquet form is not their Arrow form: COPY would write HUGEINT (a sum of
+# integers) as DOUBLE, where the Arrow path gave decimal128(38, 0).
+PARQUET_CASTS = {"HUGEINT": "DECIMAL(38, 0)", "UHUGEINT": "DECIMAL(38, 0)"}
+
+
+def assembly_connection(memory_limit: str, spill_dir: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that keeps within MEMORY_LIMIT (e.g. ``512MB``), spilling the
+    rest to files in SPILL_DIR."""
+    config = {"memory_limit": memory_limit.replace(" ", ""), "temp_directory": str(spill_dir)}
+    con = duckdb.connect(config=config)
+    con.execute("set enable_progress_bar = false")  # a task's output is its log, not a terminal
+    return con
+
+
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, final: Path) -> Path:
+    """Write the rows of QUERY to FINAL with DuckDB's ``COPY ... TO`` (streamed, never held in
+    Python), atomically: a temporary file beside FINAL, renamed once complete."""
+    relation = con.sql(query)
+    columns = ", ".join(
+        f"{parquet_column(quote_name(name), str(kind))} as {quote_name(name)}"
+        for name, kind in zip(relation.columns, relation.types, strict=True)
+    )
+    with atomic_path(final) as temp:
+        con.execute(
+            f"copy (select {columns} from ({query})) to {quote_literal(str(temp))}"
+            " (format parquet, compression zstd)"
+        )
+    return final
+
+
+def write_run_views(
+    con: duckdb.DuckDBPyConnection, run_id: str, parts: Mapping[str, Path]
+) -> dict[str, Path]:
+    """Each view of PARTS (view → file, in order) streamed to its Parquet file without its
+    ``run_id`` column (the path holds it). A view once written is read back from its file,
+    with the same columns and types: a later view built on it does not compute it again."""
+    written = {}
+    for view, final in parts.items():
+        relation = con.sql(f"select * from {view}")
+        names, kinds = relation.columns, [str(kind) for kind in relation.types]
+        written[view] = copy_to_parquet(con, f"select * exclude ({RUN_ID}) from {view}", final)
+        columns = ", ".join(
+            f"{quote_literal(run_id) if name == RUN_ID else quote_name(name)}::{kind}"
+            f" as {quote_name(name)}"
+            for name, kind in zip(names, kinds, strict=True)
+        )
+        con.execute(
+            f"create or replace view {view} as"
+            f" select {columns} from read_parquet({quote_literal(str(final))})"
+        )
+    return written
+
+
+def parquet_column(column: str, kind: str) -> str:
+    """COLUMN as written to Parquet: typed as the Arrow path typed it, and nullable. DuckDB
+    marks a column REQUIRED when its statistics show no null, so without ``try`` the
+    schema would change with the data of a run."""
+    cast = f"::{PARQUET_CASTS[kind]}" if kind in PARQUET_CASTS else ""
+    return f"try({column}{cast})"
+
+
+def quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ---- the store as a DuckDB database file -------------------------------------------------
+
+# An empty Parquet file with a stage table's schema, hidden in the table's directory: the view
+# over ``<table>/**/*.parquet`` then has its columns before any run writes a part (DuckDB
+# refuses a glob that matches nothing), and a run's first part appears without rebuilding.
+SCHEMA_ANCHOR = ".schema.parquet"
+# The run a part belongs to, from its path ``…/<table>/run_id=<run>/<part>.parquet``.
+RUN_OF_FILE = rf"regexp_extract(filename, '/{RUN_ID}=([^/]+)/[^/]+$', 1)"
+
+
+def write_warehouse(
+    store: RunStore,
+    out: Path,
+    run_ids: Iterable[str] | None = None,
+    settings: AssemblySettings | None = None,
+) -> list[str]:
+    """A DuckDB database file at OUT holding every staging and assembled view as a view over
+    the store's Parquet (no copies: runs written later appear in it). Written atomically; an
+    existing file is replaced. Returns the view names."""
+    out = Path(out).expanduser().absolute()
+    if out.is_dir():
+        raise InputError(f"warehouse file {out} is a directory")
+    if not out.parent.is_dir():
+        raise InputError(f"warehouse file {out}: directory {out.parent} does not exist")
+    wanted = None if run_ids is None else sorted(set(run_ids))
+    for table in STAGING_VIEW_NAMES:
+        write_schema_anchor(store, table)
+    with atomic_path(out) as temp:
+        try:
+            with duckdb.connect(str(temp)) as con:
+                for table, view in STAGING_VIEW_NAMES.items():
+                    con.execute(f"create view {view} as {stage_view_sql(store, table, wanted)}")
+                register_parameters(con, settings or AssemblySettings())
+                for name in ASSEMBLY_VIEWS:
+                    con.execute(f"create view {name} as {read_sql(name)}")
+        finally:
+            temp.with_name(f"{temp.name}.wal").unlink(missing_ok=True)
+    return [*STAGING_VIEW_NAMES.values(), *ASSEMBLY_VIEWS]
+
+
+def write_schema_anchor(store: RunStore, table: str) -> None:
+    """The table's :data:`SCHEMA_ANCHOR`, (re)written unless it already holds the schema."""
+    schema = STAGE_TABLES[table]
+    path = store.table_dir(table) / SCHEMA_ANCHOR
+    if not (path.is_file() and pq.read_schema(path).equals(schema)):
+        store.write_file(f"{table}/{SCHEMA_ANCHOR}", schema.empty_table())
+
+
+def stage_view_sql(store: RunStore, table: str, run_ids: Sequence[str] | None) -> str:
+    """A stage table across runs (or only RUN_IDS), with ``run_id`` from each part's path.
+    The glob ends in ``.parquet``, so a writer's temporary ``.<part>.parquet.tmp-…`` is
+    never read."""
+    pattern = quote_literal(str(store.table_dir(table) / "**" / "*.parquet"))
+    query = (
+        f"select * exclude (filename), {RUN_OF_FILE} as {RUN_ID} from read_parquet({pattern},"
+        " union_by_name = true, filename = true, hive_partitioning = false)"
+    )
+    if run_ids is None:
+        return query
+    listed = ", ".join(quote_literal(run) for run in run_ids) or "null"
+    return f"select * from ({query}) where {RUN_ID} in ({listed})"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -10,7 +13,7 @@ from optfolio import warehouse
 from optfolio.run_config import PortfolioRunParameters, RunRef
 from optfolio.schemas import SIMULATION
 from optfolio.simulation import StudyDesign
-from optfolio.store import RunStore
+from optfolio.store import RunStore, check_name
 
 SIMULATION_RESULT = "simulation/part-0.parquet"
 # Views materialized for a finished run, read by reports and by people who want files.
@@ -32,13 +35,17 @@ def assemble_simulation(run: RunRef, design: StudyDesign) -> str:
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def assemble_run(run: RunRef, parameters: PortfolioRunParameters) -> dict[str, str]:
-    """Rankings, portfolios and quality of one run → ``<store>/assembled/<view>/run_id=…/``."""
+    """Rankings, portfolios and quality of one run → ``<store>/assembled/<view>/run_id=…/``.
+    Each view is streamed to its part by DuckDB under ``duckdb_memory_limit``, spilling to a
+    hidden directory in the store (a disk, where the system temp may be memory)."""
     store, run_id = RunStore(run.store), run.run_id
     settings = warehouse.AssemblySettings.from_parameters(parameters)
-    written = {}
-    with warehouse.connect(store, [run_id], settings) as con:
-        for view in RUN_OUTPUTS:
-            table = con.sql(f"select * from {view}").to_arrow_table()
-            path = f"assembled/{view}/run_id={run_id}/part-0.parquet"
-            written[view] = str(store.write_file(path, table.drop_columns(["run_id"])))
-    return written
+    parts = {
+        view: store.root / f"assembled/{view}/run_id={check_name('run id', run_id)}/part-0.parquet"
+        for view in RUN_OUTPUTS
+    }
+    with tempfile.TemporaryDirectory(prefix=".duckdb-spill-", dir=store.root) as spill:
+        connection = warehouse.assembly_connection(parameters.duckdb_memory_limit, Path(spill))
+        with warehouse.connect(store, [run_id], settings, connection) as con:
+            written = warehouse.write_run_views(con, run_id, parts)
+    return {view: str(path) for view, path in written.items()}
