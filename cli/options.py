@@ -211,6 +211,8 @@ def _field_options(
     options = []
     for name, field in model.model_fields.items():
         cli = next((m for m in field.metadata if isinstance(m, Cli)), Cli())
+        if cli.command_sets:
+            continue
         default = getattr(defaults, name, PydanticUndefined)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

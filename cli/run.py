@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Annotated
 import typer
 
 from cli.options import extra_option, model_command
+from optfolio.errors import InputError
+from optfolio.parameters import parse_model
 from optfolio.run_config import PortfolioRunParameters
 from optfolio.settings import default_store_root
 
@@ -21,17 +26,32 @@ STAGES = ("candidates", "executions", "scores", "judgments")
 SUMMARY_ALPHAS = (0.1, 0.2, 0.3, 0.5)
 
 
-def run(parameters: PortfolioRunParameters, verbose: bool = False) -> None:
-    """Run the portfolio pipeline on a dataset; prints the summary and where results are."""
+def run(
+    parameters: PortfolioRunParameters,
+    verbose: bool = False,
+    problem: str | None = None,
+    problem_file: Path | None = None,
+    objective: float | None = None,
+    problem_id: str | None = None,
+    context: typer.Context | None = None,
+) -> None:
+    """Run the portfolio pipeline on a dataset, or on one problem given by --problem or
+    --problem-file; prints the summary and where results are."""
     from optfolio.store import new_run_id
 
+    dataset_given = context is not None and _given(context, "dataset")
+    parameters = with_problem_given(
+        parameters, problem, problem_file, objective, problem_id, dataset_given
+    )
     # Every value was checked (by the model) before Docker, the model or Prefect start.
     parameters = parameters.model_copy(update={"run_id": parameters.run_id or new_run_id()})
-    from optfolio.datasets import load_problems, sample_dataset_path
+    from optfolio.datasets import select_problems
 
-    load_problems(
+    inline = parameters.problems
+    select_problems(
         parameters.dataset,
-        parameters.path or sample_dataset_path(),
+        parameters.path,
+        None if inline is None else [problem.model_dump() for problem in inline],
         limit=parameters.limit,
         ids=parameters.ids,
     )  # bad records: refused now
@@ -40,7 +60,9 @@ def run(parameters: PortfolioRunParameters, verbose: bool = False) -> None:
     from flows.portfolio_run import portfolio_run, task_runner_for
 
     assert parameters.run_id is not None
-    flow = portfolio_run.with_options(task_runner=task_runner_for(parameters))
+    # No flow retry here (deployments retry once): the command ends with the error and the
+    # re-run that resumes, at once, instead of redoing a failed run a minute later unasked.
+    flow = portfolio_run.with_options(task_runner=task_runner_for(parameters), retries=0)
     from sandbox import engine, image
 
     # Set-up belongs to the command, not the flow: start Docker and build the sandbox image
@@ -59,6 +81,61 @@ def run(parameters: PortfolioRunParameters, verbose: bool = False) -> None:
         f'query:   optfolio sql "select * from dataset_summary" --store {outcome["store"]}'
         f" --run {outcome['run_id']}"
     )
+
+
+def with_problem_given(
+    parameters: PortfolioRunParameters,
+    text: str | None,
+    file: Path | None,
+    objective: float | None,
+    problem_id: str | None,
+    dataset_given: bool = False,
+) -> PortfolioRunParameters:
+    """PARAMETERS with the one problem of --problem TEXT or --problem-file FILE as their inline
+    ``problems``; unchanged when neither is given. DATASET_GIVEN: --dataset was typed."""
+    flag = "--problem" if file is None else "--problem-file"
+    if text is None and file is None:
+        for given, option in ((objective, "--objective"), (problem_id, "--problem-id")):
+            if given is not None:
+                raise InputError(f"{option} needs --problem or --problem-file")
+        return parameters
+    if text is not None and file is not None:
+        raise InputError("--problem and --problem-file are exclusive: give the text once")
+    if parameters.path is not None or dataset_given:
+        option = "--path" if parameters.path is not None else "--dataset"
+        raise InputError(f"{flag} and {option} are exclusive: the problem replaces the dataset")
+    if file is not None:
+        from optfolio.datasets.validation import read_text
+
+        try:
+            text = read_text(file)
+        except InputError as error:
+            raise InputError(f"--problem-file {error}") from None
+    assert text is not None
+    default_id = _safe_id(file.stem) if file is not None else ""
+    problem = {
+        "id": problem_id or default_id or text_problem_id(text),
+        "description": text.strip(),  # as loaded: a final newline must not change the run
+        "objective": objective,
+    }
+    return parse_model(PortfolioRunParameters, {**parameters.model_dump(), "problems": [problem]})
+
+
+def text_problem_id(text: str) -> str:
+    """The id of a problem given by its text alone: the same text, the same id, so a run given
+    it again (same --run-id) resumes rather than starts over."""
+    return f"problem-{hashlib.sha256(text.strip().encode()).hexdigest()[:8]}"
+
+
+def _safe_id(name: str) -> str:
+    """NAME as a problem id the store accepts ("" when nothing of it is usable)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-")[:128]
+
+
+def _given(context: typer.Context, name: str) -> bool:
+    """Whether option NAME was given (command line or environment), not left at its default."""
+    source = context.get_parameter_source(name)
+    return source is not None and source.name not in {"DEFAULT", "DEFAULT_MAP"}
 
 
 class StoreProgress:
@@ -184,8 +261,9 @@ def runs_command(
         run = manifest["run_id"]
         counts = "  ".join(f"{t}={len(run_store.parts(t, run))}" for t in ("problems", *STAGES))
         p = manifest["parameters"]
+        dataset = "inline" if p.get("problems") else p["dataset"]
         typer.echo(
-            f"{run}  created {manifest['created']}  {p['dataset']} N={p['candidates']}"
+            f"{run}  created {manifest['created']}  {dataset} N={p['candidates']}"
             f" m={p['eval_samples']}  parts: {counts}"
         )
 
@@ -193,7 +271,31 @@ def runs_command(
 run_command = model_command(
     PortfolioRunParameters,
     run,
-    [extra_option("verbose", bool, False, "Show Prefect's task logs too.")],
+    [
+        extra_option("verbose", bool, False, "Show Prefect's task logs too."),
+        extra_option(
+            "problem",
+            str | None,
+            None,
+            "One problem's text, run instead of a dataset (its id: problem-<hash of the text>).",
+        ),
+        extra_option(
+            "problem_file",
+            Path | None,
+            None,
+            "A text file holding one problem, run instead of a dataset (its id: the file's"
+            " name without extension).",
+        ),
+        extra_option(
+            "objective",
+            float | None,
+            None,
+            "Known optimal objective of --problem / --problem-file (enables judging).",
+        ),
+        extra_option("problem_id", str | None, None, "Id of --problem / --problem-file."),
+        # Typer hands a parameter of this type the command's context (which options were typed).
+        inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    ],
 )
 
 

@@ -34,6 +34,9 @@ class Cli:
     flag: str | None = None  # the option's whole name, e.g. "--K" or "--timeout"
     prefix: str | None = None  # a nested model: its fields' prefix ("" for none)
     envvar: str | None = None  # an environment variable that overrides the default
+    # No option of its own: the command sets the field from options that are not fields
+    # (the inline ``problems`` list comes from ``--problem`` / ``--problem-file``).
+    command_sets: bool = False
 
 
 def parse_model(model: type[Model], values: dict[str, object]) -> Model:

@@ -13,9 +13,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optfolio.datasets import DatasetKind
+from optfolio.errors import InputError
 from optfolio.parameters import Cli, open_alpha_grid, parse_model
 from sandbox import limits
 
@@ -37,6 +38,11 @@ class ModelEndpoint(BaseModel):
     )
     timeout_s: Annotated[float | None, Cli("--request-timeout")] = Field(
         None, gt=0, description="Seconds per request (empty: 300 s; the local model: 1 h)"
+    )
+    api_key_secret: str | None = Field(
+        None,
+        description="Prefect Secret block holding the API key, read by each task at call time"
+        " (empty: $OPENAI_API_KEY)",
     )
 
 
@@ -69,6 +75,30 @@ class SandboxSettings(BaseModel):
         return limits.Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
 
+class InlineProblem(BaseModel):
+    """One problem given with the run (the UI form, ``--problem``, ``--problem-file``) instead
+    of a dataset file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, description="Problem id, e.g. blending-1")
+    description: str = Field(min_length=1, description="The decision problem in plain language")
+    objective: float | None = Field(
+        None, description="Known optimal objective value, if any (enables judging)"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_safe_name(cls, problem_id: str) -> str:
+        # Imported here: the store's pyarrow.dataset would slow every CLI start by ~0.5 s.
+        from optfolio.store import check_name
+
+        try:
+            return check_name("problem id", problem_id)
+        except InputError as error:
+            raise ValueError(str(error)) from None
+
+
 class PortfolioRunParameters(BaseModel):
     """A dataset of problems in; candidates, executions, scores, judgments and portfolios out."""
 
@@ -76,6 +106,11 @@ class PortfolioRunParameters(BaseModel):
 
     dataset: DatasetKind = Field("jsonl", description="Dataset format")
     path: str | None = Field(None, description="Dataset file or folder (empty: shipped sample)")
+    problems: Annotated[list[InlineProblem] | None, Cli(command_sets=True)] = Field(
+        None,
+        title="Problems (inline)",
+        description="Problems given here instead of a dataset file (dataset and path unused)",
+    )
     ids: list[str] | None = Field(None, description="Only these problem ids")
     limit: int | None = Field(None, ge=1, description="Only the first N problems")
     candidates: int = Field(50, ge=1, le=1000, description="Samples N per problem")
@@ -120,7 +155,23 @@ class PortfolioRunParameters(BaseModel):
     store: Annotated[str, Cli(envvar="OPTFOLIO_STORE")] = Field(
         "store", description="Store root: a directory or a URI such as file:///shared/store"
     )
-    run_id: str | None = Field(None, description="Re-use to resume a run; empty: a new id")
+    run_id: str | None = Field(
+        None,
+        description="Re-use to resume a run; empty: derived from the flow run, so a retry of"
+        " the flow run resumes it",
+    )
+    endpoint_limit: int = Field(
+        4,
+        ge=0,
+        le=1024,
+        description="Requests in flight at once per endpoint, shared by every run, process and"
+        " worker on one Prefect server (0: no shared limit)",
+    )
+    duckdb_memory_limit: str = Field(
+        "512MB",
+        pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="DuckDB memory_limit while assembling views (spills to disk beyond it)",
+    )
 
     @field_validator("alphas")
     @classmethod
@@ -139,6 +190,28 @@ class PortfolioRunParameters(BaseModel):
             raise ValueError(f"portfolio sizes must be ≥ 1; got {sizes}")
         return sorted(set(sizes))
 
+    @field_validator("problems")
+    @classmethod
+    def _problems_given_once(
+        cls, problems: list[InlineProblem] | None
+    ) -> list[InlineProblem] | None:
+        if problems is not None and not problems:
+            raise ValueError("the list is empty (null, not [], runs a dataset)")
+        seen: set[str] = set()
+        for problem in problems or []:
+            if problem.id in seen:
+                raise ValueError(f"duplicate problem id {problem.id!r}")
+            seen.add(problem.id)
+        return problems
+
+    @model_validator(mode="after")
+    def _problems_or_path(self) -> PortfolioRunParameters:
+        if self.problems is not None and self.path is not None:
+            raise ValueError(
+                "problems and path are exclusive: inline problems replace the dataset file"
+            )
+        return self
+
     @field_validator("ids")
     @classmethod
     def _ids_not_empty(cls, ids: list[str] | None) -> list[str] | None:
@@ -149,8 +222,21 @@ class PortfolioRunParameters(BaseModel):
     def fingerprint(self) -> str:
         """What must not change when a run is resumed (all but where and how it executes)."""
         payload = self.model_dump(
-            exclude={"store", "run_id", "concurrency", "sandbox", "task_runner", "dask_address"}
+            exclude={
+                "store",
+                "run_id",
+                "concurrency",
+                "sandbox",
+                "task_runner",
+                "dask_address",
+                "endpoint_limit",
+                "duckdb_memory_limit",
+            }
         )
+        for role in ("generator", "evaluator", "judge"):  # where the key lives is not the run
+            payload[role].pop("api_key_secret", None)
+        if payload["problems"] is None:  # runs from before inline problems keep their print
+            del payload["problems"]
         payload["sandbox"] = self.sandbox.model_dump(exclude={"parallelism"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

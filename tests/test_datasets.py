@@ -12,9 +12,11 @@ import pytest
 from optfolio.datasets import (
     KINDS,
     MAX_DESCRIPTION_CHARS,
+    inline_problems,
     load_problems,
     objective_label,
     sample_dataset_path,
+    select_problems,
 )
 from optfolio.errors import InputError
 from optfolio.schemas import PROBLEMS
@@ -244,6 +246,69 @@ def test_bad_jsonl_record_is_named(tmp_path, bad, record, field, problem):
     if field:
         assert f"field {field}" in line
     assert problem in line
+
+
+# ---- problems given with the run ------------------------------------------------------------
+
+
+def test_inline_problems_load_as_the_same_jsonl_records_do(tmp_path):
+    given = [_ok("a", objective=60), _ok("b", description="  Minimize y.\n"), _ok("c")]
+    table = inline_problems(given)
+    assert conform("problems", table).equals(table)
+    from_file = load_problems("jsonl", _write_jsonl(tmp_path, given))
+    same = ["problem_id", "description", "objective_truth", "solution_truth"]
+    assert table.select(same).equals(from_file.select(same))
+    assert table["description"][1].as_py() == "Minimize y."
+    assert table["objective_truth"].to_pylist() == [60.0, None, None]
+    assert set(table["dataset"].to_pylist()) == {"inline"}
+    assert table["source"].to_pylist() == ["inline#0", "inline#1", "inline#2"]
+    # Selected as a dataset is: file (here list) order, ids, then the limit.
+    assert inline_problems(given, ids=["c", "a"])["problem_id"].to_pylist() == ["a", "c"]
+    assert inline_problems(given, ids=["c", "a"], limit=1)["problem_id"].to_pylist() == ["a"]
+    with pytest.raises(InputError, match="inline problems: no problem with id 'zz'"):
+        inline_problems(given, ids=["zz"])
+
+
+def test_a_run_reads_its_inline_problems_else_its_dataset(tmp_path):
+    path = _write_jsonl(tmp_path, [_ok("from-file")])
+    inline = [_ok("typed")]
+    assert select_problems("jsonl", None, inline)["problem_id"].to_pylist() == ["typed"]
+    assert select_problems("jsonl", path, None)["problem_id"].to_pylist() == ["from-file"]
+    sample = load_problems("jsonl", sample_dataset_path(), limit=2)
+    assert select_problems("jsonl", None, None, limit=2).equals(sample)
+
+
+@pytest.mark.parametrize(
+    ("bad", "record", "field", "problem"),
+    [
+        ({"id": "x"}, "problems[1] (id 'x')", "'description'", "missing"),
+        (_ok("x", description="  \n"), "problems[1] (id 'x')", "'description'", "empty"),
+        (
+            _ok("x", description="x" * (MAX_DESCRIPTION_CHARS + 1)),
+            "problems[1] (id 'x')",
+            "'description'",
+            "limit 50,000",
+        ),
+        (_ok("x", objective=math.inf), "problems[1] (id 'x')", "'objective'", "must be finite"),
+        (_ok("x", objective="60"), "problems[1] (id 'x')", "'objective'", "expected a number"),
+        ({"id": " x", "description": "d"}, "problems[1] (id ' x')", "'id'", "whitespace"),
+        (_ok("a"), "problems[1] (id 'a')", None, "duplicate id 'a' (also problems[0] (id 'a'))"),
+    ],
+)
+def test_bad_inline_problem_is_named(bad, record, field, problem):
+    with pytest.raises(InputError) as caught:
+        inline_problems([_ok("a"), bad])
+    message = str(caught.value)
+    assert message.startswith("inline problems: 1 bad record(s):")
+    [line] = [m for m in message.splitlines() if record in m]
+    if field:
+        assert f"field {field}" in line
+    assert problem in line
+
+
+def test_no_inline_problems_is_refused():
+    with pytest.raises(InputError, match="inline problems: the list is empty"):
+        inline_problems([])
 
 
 def test_whole_file_is_validated_and_errors_are_counted(tmp_path):

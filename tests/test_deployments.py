@@ -353,6 +353,26 @@ def test_simulate_adhoc_run_from_the_ui(
     assert _aggregates(out, SIMULATE) == SIMULATE.expect
 
 
+def _add_list_item(page: Page, label: str) -> Locator:
+    """Switch the `list | None` field LABEL to its list and add one item: the field's box."""
+    field_box = _field(page, label)
+    field_box.get_by_role("tab", name="list", exact=True).click()
+    field_box.get_by_role("button", name="Add item", exact=True).click()
+    return field_box
+
+
+# A problem pasted into the form: the shipped sample's first, under an id of its own.
+UI_PROBLEM = {
+    "id": "breakfast-sandwiches",
+    "description": "A breakfast joint makes two different sandwiches: a regular and a special."
+    " Both need eggs and bacon. Each regular sandwich requires 2 eggs and 3 slices of bacon."
+    " Each special sandwich requires 3 eggs and 5 slices of bacon. The joint has a total of 40"
+    " eggs and 70 slices of bacon. It makes a profit of $3 per regular sandwich and a profit of"
+    " $4 per special sandwich. How many of each sandwich should be made to maximize profit?",
+    "objective": 60,
+}
+
+
 @pytest.mark.timeout(PORTFOLIO_RUN.test_timeout_s, func_only=True)
 def test_portfolio_run_adhoc_run_from_the_ui(
     prefect_stack: prefect_services.StackStatus,
@@ -361,8 +381,9 @@ def test_portfolio_run_adhoc_run_from_the_ui(
     tmp_path: Path,
 ) -> None:
     """portfolio_run-adhoc → Custom run: the flow's one parameter is a pydantic model, so the
-    form nests its fields (and each role's endpoint one level deeper); Submit; the run
-    completes in the worker, with the local model server and Docker, and writes Parquet."""
+    form nests its fields (and each role's endpoint one level deeper); one problem is typed
+    into "Problems (inline)" instead of a dataset; Submit; the run completes in the worker,
+    with the local model server and Docker, and its Parquet holds that problem."""
     store = tmp_path / "ui-store"
     run_name = f"ui-test-{uuid.uuid4().hex[:8]}"
     context = chromium.new_context(viewport={"width": 1400, "height": 1000})
@@ -372,7 +393,10 @@ def test_portfolio_run_adhoc_run_from_the_ui(
         _open_custom_run(page, prefect_stack.ui_url, "portfolio_run-adhoc", run_name)
         # Labels are the pydantic titles; every field of the nested model is "(Optional)".
         _fill(page, "Store (Optional)", str(store))
-        _fill(page, "Limit (Optional)", "1", tab="int")
+        problem_box = _add_list_item(page, "Problems (inline) (Optional)")
+        _fill(problem_box, "Id", UI_PROBLEM["id"])
+        _fill(problem_box, "Description", UI_PROBLEM["description"])
+        _fill(problem_box, "Objective (Optional)", str(UI_PROBLEM["objective"]), tab="float")
         _fill(page, "Candidates (Optional)", "2")
         _fill(page, "Eval Samples (Optional)", "1")
         _fill(page, "Judge Samples (Optional)", "1")
@@ -389,13 +413,26 @@ def test_portfolio_run_adhoc_run_from_the_ui(
         context.close()
     assert run["state_type"] == "COMPLETED", f"{run['state_type']}\n{_worker_log(prefect_stack)}"
     submitted = run["parameters"]["parameters"]
-    assert {name: submitted[name] for name in PORTFOLIO_RUN.adhoc_parameters} == {
-        **PORTFOLIO_RUN.adhoc_parameters,
-        # The form sends every field of a nested model; base_url stays empty (null).
-        **{role: {"model": SMOL, "base_url": None, "timeout_s": None} for role in ROLES},
-    }
-    assert submitted["store"] == str(store)
+    typed = {k: v for k, v in PORTFOLIO_RUN.adhoc_parameters.items() if k not in ROLES}
+    del typed["limit"]  # the API test's selection from the sample; here the one problem typed
+    assert {name: submitted[name] for name in typed} == typed
+    # The form sends every field of a nested model; base_url stays empty (null).
+    assert [(submitted[role]["model"], submitted[role]["base_url"]) for role in ROLES] == [
+        (SMOL, None)
+    ] * len(ROLES)
+    assert (submitted["store"], submitted["path"]) == (str(store), None)
+    assert submitted["problems"] == [UI_PROBLEM]
     assert _aggregates(store, PORTFOLIO_RUN) == PORTFOLIO_RUN.expect
+    problems = duckdb.sql(
+        "select problem_id, dataset, description, objective_truth, source from read_parquet(?)",
+        params=[str(store / "problems" / "run_id=*" / "*.parquet")],
+    ).fetchall()
+    assert problems == [(UI_PROBLEM["id"], "inline", UI_PROBLEM["description"], 60.0, "inline#0")]
+    [(candidate_problems,)] = duckdb.sql(
+        f"select {distinct('problem_id')} from read_parquet(?)",
+        params=[str(store / "candidates" / "run_id=*" / "*.parquet")],
+    ).fetchall()
+    assert candidate_problems == [UI_PROBLEM["id"]]
 
 
 def _runs_named(api: httpx.Client, name: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ and help text, and the CLI options, the Prefect form and the deployments are der
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from cli import app
 from cli.options import model_command, model_options
 from optfolio.errors import InputError
-from optfolio.parameters import closed_alpha_grid, open_alpha_grid
+from optfolio.parameters import Cli, closed_alpha_grid, open_alpha_grid
 from optfolio.review import ReviewParameters
 from optfolio.run_config import ModelEndpoint, PortfolioRunParameters, SandboxSettings
 from optfolio.settings import REPO_ROOT
@@ -32,7 +33,7 @@ CONTRACT = {
     ("run",): (
         "--dataset --path --limit --ids --candidates --eval-samples --judge-samples --store"
         " --run-id --model --base-url --generator-max-tokens --concurrency --timeout --seed"
-        " --task-runner --dask-address --verbose"
+        " --task-runner --dask-address --verbose --problem --problem-file --objective"
     ),
     ("simulate",): "--out --K --seeds --generators --errors --alpha-step",
     ("review", "show"): "--run --store --alpha --evaluator --problem --full",
@@ -41,6 +42,8 @@ CONTRACT = {
     ),
     ("review", "list"): "--store --run --json",
 }
+# Fields without an option of their own -> the options the command sets them from.
+COMMAND_SET_BY = {("problems",): {"--problem", "--problem-file", "--objective", "--problem-id"}}
 FLOW_MODELS: dict[str, type[BaseModel]] = {
     "flows/portfolio_run.py:portfolio_run": PortfolioRunParameters,
     "flows/simulate.py:simulate": SimulationParameters,
@@ -71,6 +74,15 @@ def leaves(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str
     return found
 
 
+def command_set(model: type[BaseModel]) -> list[tuple[str, ...]]:
+    """MODEL's fields that the command sets from options of its own (no option each)."""
+    return [
+        (name,)
+        for name, field in model.model_fields.items()
+        if any(isinstance(m, Cli) and m.command_sets for m in field.metadata)
+    ]
+
+
 def value_at(instance: BaseModel, path: tuple[str, ...]) -> Any:
     for name in path:
         instance = getattr(instance, name)
@@ -90,7 +102,11 @@ def test_every_field_is_an_option_with_its_default_and_description(
 ) -> None:
     cli_options = options_of(*path)
     derived = model_options(model)
-    assert sorted(p for option in derived for p in option.paths) == sorted(leaves(model))
+    optioned = [leaf for leaf in leaves(model) if leaf not in command_set(model)]
+    assert sorted(p for option in derived for p in option.paths) == sorted(optioned)
+    # Each field the command sets has options of the command's own instead.
+    for field in command_set(model):
+        assert COMMAND_SET_BY[field] <= set(cli_options), field
     defaults = model()
     for option in derived:
         param = cli_options[option.flag]
@@ -273,3 +289,141 @@ def test_a_configured_endpoint_keeps_its_timeout(monkeypatch: pytest.MonkeyPatch
             ("generator", "evaluator", "judge"), 1800
         )
         assert llm_settings(resolved["generator"]).timeout_s == 1800
+
+
+# ---- problems given with the run -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def counting_endpoint() -> Iterator[str]:
+    """The hand-written OpenAI-compatible endpoint that counts the requests it serves."""
+    from bench import _fake_endpoint as fake_endpoint
+
+    with fake_endpoint.running(latency=0.05) as url:
+        yield url
+
+
+PROBLEM = {"id": "p1", "description": "Maximize x subject to x <= 3.", "objective": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"problems": [PROBLEM], "path": "x.jsonl"}, "parameters: .*problems and path"),
+        ({"problems": [PROBLEM, {**PROBLEM, "objective": None}]}, "problems: .*id 'p1'"),
+        ({"problems": [{**PROBLEM, "id": "../p1"}]}, r"problems\.0\.id: .*'\.\./p1'"),
+        ({"problems": [{**PROBLEM, "id": "a b"}]}, r"problems\.0\.id: .*'a b' is not allowed"),
+        ({"problems": [{"id": "p1"}]}, r"problems\.0\.description: Field required"),
+        ({"problems": [{**PROBLEM, "objective": "sixty"}]}, r"problems\.0\.objective"),
+        ({"problems": []}, "parameter problems: .*empty"),
+    ],
+)
+def test_bad_inline_problems_are_refused_naming_the_field(
+    values: dict[str, Any], message: str
+) -> None:
+    from optfolio.run_config import parse_parameters
+
+    with pytest.raises(InputError, match=message):
+        parse_parameters(**values)
+
+
+def test_inline_problems_still_take_ids_and_limit() -> None:
+    from optfolio.run_config import parse_parameters
+
+    given = [PROBLEM, {**PROBLEM, "id": "p2"}]
+    p = parse_parameters(problems=given, ids=["p2"], limit=1)
+    assert [problem.model_dump() for problem in p.problems or []] == given
+    assert (p.ids, p.limit) == (["p2"], 1)
+    # A different problem text is a different run: resuming it under the same id is refused.
+    changed = parse_parameters(problems=[{**PROBLEM, "description": "Minimize x."}])
+    assert parse_parameters(problems=[PROBLEM]).fingerprint() != changed.fingerprint()
+
+
+def test_one_problem_from_the_command_line(tmp_path: Path) -> None:
+    """--problem TEXT and --problem-file FILE become the one inline problem; ids derive from
+    the text (stable) or the file name (made safe)."""
+    from cli.run import text_problem_id, with_problem_given
+
+    plain = PortfolioRunParameters(candidates=3)
+    text = "Maximize 3x + 2y subject to x + y <= 4."
+    given = with_problem_given(plain, text, None, 12, None)
+    assert given.problems is not None
+    [problem] = given.problems
+    assert (problem.id, problem.description, problem.objective) == (
+        text_problem_id(text),
+        text,
+        12.0,
+    )
+    assert problem.id.startswith("problem-") and len(problem.id) == len("problem-") + 8
+    assert text_problem_id(text + "\n") == problem.id != text_problem_id(text + " x")
+    assert given.candidates == 3  # the other options kept
+    file = tmp_path / "my blending (v2).txt"
+    file.write_text(text + "\n", encoding="utf-8")
+    [from_file] = with_problem_given(plain, None, file, None, None).problems or []
+    assert (from_file.id, from_file.description, from_file.objective) == (
+        "my-blending-v2",
+        text,
+        None,
+    )
+    [named] = with_problem_given(plain, None, file, None, "blend-2").problems or []
+    assert named.id == "blend-2"
+    assert with_problem_given(plain, None, None, None, None) is plain
+    empty = tmp_path / "empty.txt"
+    empty.write_text(" \n", encoding="utf-8")
+    for args, message in [
+        ((None, empty, None, None), f"--problem-file {empty}: file is empty"),
+        ((text, file, None, None), "--problem and --problem-file are exclusive"),
+        ((None, None, 3.0, None), "--objective needs --problem or --problem-file"),
+        ((None, None, None, "x"), "--problem-id needs --problem or --problem-file"),
+        ((text, None, None, "a/b"), "parameter problems.0.id: .*'a/b' is not allowed"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            with_problem_given(plain, *args)
+    with pytest.raises(InputError, match="--problem-file and --dataset are exclusive"):
+        with_problem_given(plain, None, file, None, None, dataset_given=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--problem-file", "{dir}/missing.txt"], "--problem-file {dir}/missing.txt: no such file"),
+        (["--problem-file", "{dir}/latin1.txt"], "{dir}/latin1.txt: line 1: not UTF-8"),
+        (["--problem-file", "{dir}/ok.txt", "--path", "x.jsonl"], "--path are exclusive"),
+        (["--problem-file", "{dir}/ok.txt", "--dataset", "mamo"], "--dataset are exclusive"),
+        (["--problem-file", "{dir}/ok.txt", "--objective", "nan"], "'objective': objective must"),
+    ],
+)
+def test_a_bad_problem_file_is_refused_before_any_paid_call(
+    args: list[str], message: str, counting_endpoint: str, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 problem".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("Maximize x subject to x <= 3.", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("optfolio")),
+            "run",
+            *(arg.format(dir=tmp_path) for arg in args),
+            "--base-url",
+            f"{counting_endpoint}/v1",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    with urllib.request.urlopen(f"{counting_endpoint}/stats", timeout=10) as response:
+        requests = json.load(response)["requests"]  # over every case so far: all refused
+    assert done.returncode == 2, done.stderr
+    assert message.format(dir=tmp_path) in done.stderr, done.stderr
+    assert done.stderr.count("\n") <= 4, done.stderr
+    assert requests == 0
+    assert not (tmp_path / "store").exists()  # nothing started, nothing written

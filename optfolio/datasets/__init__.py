@@ -8,26 +8,30 @@ Kinds (see the README's "Datasets" section for fields and the ground-truth rule 
 - ``optibench``: OptiBench JSON (ReSocratic), ground truth in a ``results`` dict;
 - ``jsonl``: generic JSON Lines, ``id``, ``description``, optional ``objective``, ``solution``.
 
-Problem ids are ``<kind>-<record id>`` (``nl4opt-17``) except for ``jsonl``, whose ``id`` is
-used as given. ``source`` is ``<path>#<record>``: the array position (JSON arrays), the line
-number (JSONL) or the folder name (NLP4LP). Every record is validated before anything is
-returned; a bad file raises one :class:`~optfolio.errors.InputError` naming the file, the
-records and the fields.
+Problems can also come with the run itself (:func:`inline_problems`: the UI form's list,
+``optfolio run --problem``): validated as ``jsonl`` records are, ``dataset`` ``inline``.
+
+Problem ids are ``<kind>-<record id>`` (``nl4opt-17``) except for ``jsonl`` and inline
+problems, whose ``id`` is used as given. ``source`` is ``<path>#<record>``: the array position
+(JSON arrays), the line number (JSONL) or the folder name (NLP4LP); ``inline#<i>`` for the
+i-th inline problem. Every record is validated before anything is returned; a bad file raises
+one :class:`~optfolio.errors.InputError` naming the file, the records and the fields.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
 from optfolio.datasets.ground_truth import objective_label
 from optfolio.datasets.readers import (
     ProblemRecord,
+    generic_record,
     read_generic_jsonl,
     read_mamo,
     read_nlp4lp,
@@ -38,12 +42,15 @@ from optfolio.errors import InputError
 from optfolio.schemas import PROBLEMS
 
 __all__ = [
+    "INLINE",
     "KINDS",
     "MAX_DESCRIPTION_CHARS",
     "DatasetKind",
+    "inline_problems",
     "load_problems",
     "objective_label",
     "sample_dataset_path",
+    "select_problems",
 ]
 
 Reader = Callable[[Path, str, RecordErrors], list[ProblemRecord]]
@@ -59,6 +66,9 @@ KINDS: dict[str, Reader] = {
 }
 # Literal of a tuple is Literal of its items: pydantic and Prefect forms see every kind.
 DatasetKind = Literal[tuple(KINDS)]
+
+INLINE = "inline"
+"""The ``dataset`` of problems given with the run rather than in a file."""
 
 
 def sample_dataset_path() -> Path:
@@ -79,21 +89,72 @@ def load_problems(
     """
     if kind not in KINDS:
         raise InputError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InputError(f"limit must be a positive integer, got {limit!r}")
+    _check_limit(limit)
     file = Path(path)
     errors = RecordErrors(file)
     records = KINDS[kind](file, kind, errors)
     _check_unique(records, errors)
     errors.raise_if_any()
+    return _table(kind, _selection(records, file, limit, ids))
+
+
+def inline_problems(
+    problems: Sequence[Mapping[str, Any]],
+    limit: int | None = None,
+    ids: Iterable[str] | None = None,
+) -> pa.Table:
+    """The problems given with the run (``id``, ``description``, optional ``objective``, as a
+    ``jsonl`` record), validated as a ``jsonl`` file is; selected as :func:`load_problems`
+    selects."""
+    _check_limit(limit)
+    if not problems:
+        raise InputError(f"{INLINE} problems: the list is empty")
+    errors = RecordErrors(f"{INLINE} problems")
+    records = []
+    for index, item in enumerate(problems):
+        record = generic_record(dict(item), f"problems[{index}]", f"{INLINE}#{index}", errors)
+        if record is not None:
+            records.append(record)
+    _check_unique(records, errors)
+    errors.raise_if_any()
+    return _table(INLINE, _selection(records, errors.file, limit, ids))
+
+
+def select_problems(
+    kind: str,
+    path: str | os.PathLike[str] | None,
+    inline: Sequence[Mapping[str, Any]] | None,
+    limit: int | None = None,
+    ids: Iterable[str] | None = None,
+) -> pa.Table:
+    """A run's problems: the INLINE ones when given, else the dataset at PATH (empty: the
+    shipped sample)."""
+    if inline is not None:
+        return inline_problems(inline, limit=limit, ids=ids)
+    return load_problems(kind, path or sample_dataset_path(), limit=limit, ids=ids)
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit must be a positive integer, got {limit!r}")
+
+
+def _selection(
+    records: list[ProblemRecord],
+    origin: Path | str,
+    limit: int | None,
+    ids: Iterable[str] | None,
+) -> list[ProblemRecord]:
     if ids is not None:
         # A bare string is one id, not an iterable of one-character ids.
         wanted = [ids] if isinstance(ids, str) else list(ids)
         if not wanted:
-            raise InputError(f"{file}: no problem ids given (ids is empty)")
-        records = _select(records, wanted, file)
-    if limit is not None:
-        records = records[:limit]
+            raise InputError(f"{origin}: no problem ids given (ids is empty)")
+        records = _select(records, wanted, origin)
+    return records if limit is None else records[:limit]
+
+
+def _table(kind: str, records: list[ProblemRecord]) -> pa.Table:
     rows = [
         {
             "problem_id": r.problem_id,
@@ -118,7 +179,9 @@ def _check_unique(records: list[ProblemRecord], errors: RecordErrors) -> None:
             )
 
 
-def _select(records: list[ProblemRecord], wanted: list[str], file: Path) -> list[ProblemRecord]:
+def _select(
+    records: list[ProblemRecord], wanted: list[str], origin: Path | str
+) -> list[ProblemRecord]:
     by_name: dict[str, ProblemRecord] = {}
     for record in records:
         by_name.setdefault(record.record_id, record)
@@ -128,6 +191,6 @@ def _select(records: list[ProblemRecord], wanted: list[str], file: Path) -> list
     if unknown:
         shown = ", ".join(repr(name) for name in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        raise InputError(f"{file}: no problem with id {shown}{more}")
+        raise InputError(f"{origin}: no problem with id {shown}{more}")
     chosen = {by_name[name].problem_id for name in wanted}
     return [record for record in records if record.problem_id in chosen]

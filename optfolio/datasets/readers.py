@@ -129,29 +129,35 @@ def read_generic_jsonl(path: Path, kind: str, errors: RecordErrors) -> list[Prob
     """
     records = []
     for line, item in check.jsonl_objects(path, errors):
-        where = f"line {line}"
-        if "id" in item:
-            where = f"line {line} (id {item['id']!r})"
-        record_id = check.record_id(check.required(item, "id", errors, where), errors, where, "id")
-        given = check.required(item, "description", errors, where)
-        text = check.description(given, errors, where, "description")
-        objective, objective_ok = _optional_objective(item.get("objective"), errors, where)
-        solution = check.solution_json(item.get("solution"), errors, where, "solution")
-        solution_ok = item.get("solution") is None or solution is not None
-        if record_id is None or text is None or not objective_ok or not solution_ok:
-            continue
-        records.append(
-            ProblemRecord(
-                record_id=record_id,
-                problem_id=record_id,
-                description=text,
-                objective_truth=objective,
-                solution_truth=solution,
-                source=f"{path}#{line}",
-                where=where,
-            )
-        )
+        record = generic_record(item, f"line {line}", f"{path}#{line}", errors)
+        if record is not None:
+            records.append(record)
     return records
+
+
+def generic_record(
+    item: dict[str, Any], position: str, source: str, errors: RecordErrors
+) -> ProblemRecord | None:
+    """One generic record (a JSONL line, an inline problem) at POSITION ("line 3"), or
+    ``None`` when it is bad (reported)."""
+    where = f"{position} (id {item['id']!r})" if "id" in item else position
+    record_id = check.record_id(check.required(item, "id", errors, where), errors, where, "id")
+    given = check.required(item, "description", errors, where)
+    text = check.description(given, errors, where, "description")
+    objective, objective_ok = _optional_objective(item.get("objective"), errors, where)
+    solution = check.solution_json(item.get("solution"), errors, where, "solution")
+    solution_ok = item.get("solution") is None or solution is not None
+    if record_id is None or text is None or not objective_ok or not solution_ok:
+        return None
+    return ProblemRecord(
+        record_id=record_id,
+        problem_id=record_id,
+        description=text,
+        objective_truth=objective,
+        solution_truth=solution,
+        source=source,
+        where=where,
+    )
 
 
 def _optional_objective(value: Any, errors: RecordErrors, where: str) -> tuple[float | None, bool]:

@@ -30,8 +30,8 @@ MAX_ERRORS_SHOWN = 10
 class RecordErrors:
     """Collects problems found in one file; :meth:`raise_if_any` refuses the file at the end."""
 
-    def __init__(self, file: Path) -> None:
-        self.file = file
+    def __init__(self, file: Path | str) -> None:
+        self.file = file  # what the message names: a path, or "inline problems"
         self.messages: list[str] = []
 
     def add(self, record: str, field: str | None, problem: str) -> None:
