@@ -20,8 +20,10 @@ choice, the same pieces its log-probs list. As OpenAI and vLLM report it, a requ
 counts once however large ``n`` is; completions count per choice.
 
 Run: ``python bench/_fake_endpoint.py --latency 0.25 --slots 16`` prints ``PORT <n>``, then
-serves ``POST /v1/chat/completions``, ``GET /stats`` (counters and the service timeline) and
-``POST /reset`` (``{"latency": s, "slots": c}``: zero the counters, set new values).
+serves ``POST /v1/chat/completions``, ``GET /stats`` (counters, the service timeline, the peak
+of requests in flight at once ``max_in_flight``, and the bearer tokens the clients sent, so a
+test can see which API key arrived) and ``POST /reset`` (``{"latency": s, "slots": c}``: zero
+the counters, set new values).
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class Endpoint:
             # (start, end) of every request's service, for utilization over time.
             self.services: list[tuple[float, float]] = []
             self.first_arrival: float | None = None
+            self.bearer_tokens: set[str] = set()
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         messages = list(request.get("messages") or [])
@@ -238,6 +241,7 @@ class Endpoint:
                 "last_done": max(e for _, e in services) if services else None,
                 "span_s": span,
                 "max_in_flight": self.max_in_flight,
+                "bearer_tokens": sorted(self.bearer_tokens),
                 "idle_share": idle_share(services, self.slots_total),
                 "utilization": utilization(services, self.slots_total),
             }
@@ -308,7 +312,10 @@ def serve(latency: float, slots: int, port: int) -> None:
                 self._send(404, {"error": {"message": "not found"}})
                 return
             request = self._body()
+            authorization = self.headers.get("authorization") or ""
             with endpoint.lock:
+                if authorization.startswith("Bearer "):
+                    endpoint.bearer_tokens.add(authorization.removeprefix("Bearer "))
                 endpoint.in_flight += 1
                 endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
                 slots, latency = endpoint.slots, endpoint.latency

@@ -159,8 +159,8 @@ def client_mode(n_mode: str | None) -> Iterator[None]:
         return
     original = optfolio.llm.review_stage.llm_settings
 
-    def settings(endpoint: Any) -> Any:
-        return dataclasses.replace(original(endpoint), n_mode=n_mode)
+    def settings(endpoint: Any, **options: Any) -> Any:
+        return dataclasses.replace(original(endpoint, **options), n_mode=n_mode)
 
     # review_problem and generate each imported the name into their own module.
     with (

@@ -13,6 +13,7 @@ from optfolio.run_rows import problem_rows, usage_row
 from optfolio.schemas import LLM_USAGE
 from optfolio.store import RunStore, part_name
 from tasks import retry_transient
+from tasks._prefect_settings import endpoint_slot, secret_api_key
 
 
 # Retries re-ask only what is missing: every answered sample is in the response cache.
@@ -23,15 +24,21 @@ from tasks import retry_transient
     retry_condition_fn=retry_transient,
     task_run_name="generate-{problem.problem_id}",
 )
-def generate(problem: ProblemRef, request: RoleRequest) -> str:
-    """N candidates for one problem (``request.samples``); skipped if its part is written."""
+def generate(problem: ProblemRef, request: RoleRequest, endpoint_limit: int = 0) -> str:
+    """N candidates for one problem (``request.samples``); skipped if its part is written.
+    Each request holds a slot of the endpoint's global limit when ``endpoint_limit`` > 0."""
     store, run_id, problem_id = RunStore(problem.store), problem.run_id, problem.problem_id
     part = part_name(problem_id)
     if store.has_part("candidates", run_id, part):
         return str(store.part_path("candidates", run_id, part))
     (row,) = problem_rows(store, "problems", run_id, problem_id)
-    settings = llm_settings(request.endpoint)
-    with LLMClient(settings, cache=ResponseCache.in_store(store.root)) as client:
+    endpoint = request.endpoint
+    settings = llm_settings(endpoint, api_key=secret_api_key(endpoint, "generator"))
+    with LLMClient(
+        settings,
+        cache=ResponseCache.in_store(store.root),
+        request_slot=endpoint_slot(endpoint, endpoint_limit),
+    ) as client:
         candidates = generate_candidates(
             client,
             problem_id,

@@ -10,6 +10,7 @@ from optfolio.llm.review_stage import review_problem
 from optfolio.run_config import ProblemRef, RoleRequest
 from optfolio.store import RunStore
 from tasks import retry_transient
+from tasks._prefect_settings import endpoint_slot, secret_api_key
 
 
 @task(
@@ -19,9 +20,10 @@ from tasks import retry_transient
     retry_condition_fn=retry_transient,
     task_run_name="judge-{problem.problem_id}",
 )
-def judge(problem: ProblemRef, request: RoleRequest) -> str:
+def judge(problem: ProblemRef, request: RoleRequest, endpoint_limit: int = 0) -> str:
     """Judge samples per valid candidate (``request.samples``); skipped if its part is
-    written."""
+    written.
+    Requests hold slots of the endpoint's global limit as in ``generate``."""
     path = review_problem(
         RunStore(problem.store),
         problem.run_id,
@@ -37,5 +39,7 @@ def judge(problem: ProblemRef, request: RoleRequest) -> str:
             max_tokens=request.max_tokens,
             seed=request.seed,
         ),
+        api_key=secret_api_key(request.endpoint, "judge"),
+        request_slot=endpoint_slot(request.endpoint, endpoint_limit),
     )
     return str(path)

@@ -3,8 +3,10 @@ HTTP endpoint (real HTTP through the real ``openai`` package; only the server is
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -256,3 +258,39 @@ def test_chunks_an_endpoint_cut_short_are_completed_per_sample(fault_server: Fau
     assert len(samples) == 5 and len(fault_server.requests) == 5  # nothing asked twice
     # Sample i always comes from seed 20 + i, whichever request brought it.
     assert [s.text for s in samples] == [f"answer 0 seed {20 + i}" for i in range(5)]
+
+
+def test_request_slot_is_held_per_request_not_across_back_off(fault_server: FaultServer) -> None:
+    # The tasks pass a Prefect global concurrency slot here; a plain semaphore stands in for
+    # it: the hook alone must bound the endpoint's load, one slot per HTTP request.
+    fault_server.default = Fault(delay_s=0.2)
+    fault_server.then(Fault(status=503, body=b"busy"))
+    shared = threading.BoundedSemaphore(1)
+    holders: set[int] = set()  # threads holding the slot
+    entered = 0
+
+    @contextlib.contextmanager
+    def request_slot() -> Iterator[None]:
+        nonlocal entered
+        with shared:
+            entered += 1
+            holders.add(threading.get_ident())
+            try:
+                yield
+            finally:
+                holders.discard(threading.get_ident())
+
+    settings = LLMSettings(base_url=fault_server.base_url, model="m", concurrency=4)
+    sleeping_holders: list[bool] = []  # per back-off: did the sleeping thread hold the slot?
+    with (
+        LLMClient(
+            settings,
+            sleep=lambda _s: sleeping_holders.append(threading.get_ident() in holders),
+            request_slot=request_slot,
+        ) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        list(pool.map(lambda i: client.sample([{"role": "user", "content": str(i)}]), range(4)))
+    assert client.usage.requests == 5 and entered == 5  # 4 requests and one retry
+    assert sleeping_holders == [False]  # the back-off waited without a slot
+    assert fault_server.max_in_flight == 1  # 4 client threads, one shared slot

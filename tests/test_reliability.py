@@ -632,9 +632,6 @@ def test_canary_api_key_reaches_no_store_artifact_report_or_log(
     """The runs had OPENAI_API_KEY set to a canary (and sent it to the endpoint, as they must).
     It is in no stored file, no report, no line the runs printed or logged, and nothing
     Prefect keeps: flow-run parameters, task-run inputs, logs, artifacts."""
-
-    from prefect.client.orchestration import get_client
-
     report = tmp_path / "report.html"
     done = subprocess.run(
         [
@@ -655,6 +652,18 @@ def test_canary_api_key_reaches_no_store_artifact_report_or_log(
     assert done.returncode == 0, done.stderr[-2000:]
     assert report.stat().st_size > 0
 
+    assert_canary_absent(
+        CANARY_KEY,
+        [*reference.logs, done.stdout, done.stderr],
+        [report, *reference.store.root.rglob("*")],
+    )
+
+
+def assert_canary_absent(canary: str, texts: list[str], paths: list[Path]) -> None:
+    """CANARY is in none of TEXTS, none of the files among PATHS, and nothing Prefect keeps:
+    flow-run parameters, task-run inputs, logs, artifacts."""
+    from prefect.client.orchestration import get_client
+
     # A sync client: an event loop left in this thread (Playwright's sync API does that)
     # makes asyncio.run() refuse.
     with get_client(sync_client=True) as client:
@@ -667,12 +676,39 @@ def test_canary_api_key_reaches_no_store_artifact_report_or_log(
     assert any('"portfolio_run"' in r or "portfolio_run" in r for r in records)
     assert any("Finished in state" in r for r in records), "the runs' logs reached Prefect"
     for record in records:
-        assert CANARY_KEY not in record, record[:500]
-    for text in [*reference.logs, done.stdout, done.stderr]:
-        assert CANARY_KEY not in text
-    for path in [report, *reference.store.root.rglob("*")]:
+        assert canary not in record, record[:500]
+    for text in texts:
+        assert canary not in text
+    for path in paths:
         if path.is_file():
-            assert CANARY_KEY.encode() not in path.read_bytes(), path
+            assert canary.encode() not in path.read_bytes(), path
+
+
+def test_canary_api_key_from_a_secret_block_is_sent_and_reaches_no_store_or_log(
+    fake_llm: FakeEndpoint, run_env: dict[str, str], sandbox_image: str, tmp_path: Path
+) -> None:
+    """With ``--api-key-secret`` the key comes from a Prefect Secret block on the run's
+    server, read by the tasks: the endpoint receives it as the bearer token (and no other
+    key: the environment has none), and it is stored or logged nowhere."""
+    from prefect.blocks.system import Secret
+
+    canary = "sk-canary-block-9e7f-never-store-or-log-me"
+    Secret(value=canary).save("optfolio-canary-key", overwrite=True)
+    env = {k: v for k, v in run_env.items() if k != "OPENAI_API_KEY"}
+    fake_llm.reset()
+    run = start_run(
+        env,
+        tmp_path / "store",
+        "secret",
+        fake_llm.base_url,
+        tmp_path / "logs",
+        "--api-key-secret",
+        "optfolio-canary-key",
+    )
+    code, out, err = run.wait()
+    assert code == 0, err[-3000:]
+    assert fake_llm.stats()["bearer_tokens"] == [canary]
+    assert_canary_absent(canary, [out, err], list((tmp_path / "store").rglob("*")))
 
 
 HOSTILE_PROBLEM = (

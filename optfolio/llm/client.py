@@ -1,12 +1,16 @@
 """The one way optfolio talks to a model: the official ``openai`` client, wrapped with our
 retry policy, a concurrency limit, the response cache and per-run usage accounting.
 
+A caller may add a wider limit through ``request_slot``: a context held around each HTTP
+request (the tasks give it a Prefect global concurrency slot shared by every process).
+
 We turn the SDK's own retries off (``max_retries=0``) so that every attempt is counted and the
 back-off is ours: exponential with jitter, or exactly what ``Retry-After`` asks for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -27,6 +31,7 @@ from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
 log = logging.getLogger("optfolio.llm")
 
 Messages = list[dict[str, str]]
+RequestSlot = Callable[[], contextlib.AbstractContextManager[object]]
 _RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 _MAX_N_PER_REQUEST = 128  # OpenAI's own limit on ``n``
 
@@ -128,6 +133,7 @@ class LLMClient:
         cache: ResponseCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        request_slot: RequestSlot = contextlib.nullcontext,
     ) -> None:
         if settings.base_url is None:
             raise ServiceUnavailable(
@@ -142,6 +148,7 @@ class LLMClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._request_slot = request_slot
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency)
         # auto mode learns from the first short answer that this endpoint ignores ``n``.
         self._native_n = settings.n_mode != "repeat"
@@ -261,7 +268,9 @@ class LLMClient:
         attempt = 0
         while True:
             try:
-                with self._slots:
+                # Held per HTTP request, not across back-off sleeps: a waiting retry
+                # takes no one's slot.
+                with self._slots, self._request_slot():
                     self.usage.add(requests=1)
                     extra = {"n": n} if n > 1 else {}
                     response = self._openai.chat.completions.create(

@@ -3,6 +3,7 @@ and the stage writes one part (scores or judgments) and its usage row."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from optfolio.llm.cache import ResponseCache
-from optfolio.llm.client import LLMClient
-from optfolio.llm.settings import llm_settings
+from optfolio.llm.client import LLMClient, RequestSlot
+from optfolio.llm.settings import Secret, llm_settings
 from optfolio.run_rows import concat_or_empty, problem_rows, usage_row
 from optfolio.schemas import JUDGMENTS, LLM_USAGE, SCORES
 from optfolio.store import RunStore, part_name
@@ -31,9 +32,13 @@ def review_problem(
     role: str,
     endpoint: ModelEndpoint,
     review: Review,
+    *,
+    api_key: Secret | None = None,
+    request_slot: RequestSlot = contextlib.nullcontext,
 ) -> Path:
     """Have ``role`` review every valid candidate of one problem and write its part.
-    ⊥ has nothing to review (no code): it ranks last under every evaluator anyway."""
+    ⊥ has nothing to review (no code): it ranks last under every evaluator anyway.
+    ``api_key`` (else ``$OPENAI_API_KEY``) and ``request_slot`` go to the client."""
     table, schema = REVIEW_TABLES[role]
     part = part_name(problem_id)
     if store.has_part(table, run_id, part):
@@ -43,9 +48,10 @@ def review_problem(
     executions = {
         e["candidate_id"]: e for e in problem_rows(store, "executions", run_id, problem_id)
     }
-    settings = llm_settings(endpoint)
+    settings = llm_settings(endpoint, api_key=api_key)
+    cache = ResponseCache.in_store(store.root)
     with (
-        LLMClient(settings, cache=ResponseCache.in_store(store.root)) as client,
+        LLMClient(settings, cache=cache, request_slot=request_slot) as client,
         ThreadPoolExecutor(max_workers=settings.concurrency) as pool,
     ):
         reviewed = list(

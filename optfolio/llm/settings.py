@@ -1,8 +1,9 @@
 """Where the LLM calls go and how patiently: one immutable settings object per role.
 
-Values come from explicit arguments first, then the environment (``OPENAI_API_KEY``,
-``OPENAI_BASE_URL``, ``OPTFOLIO_LLM_MODEL``), then defaults. With no base URL at all the run
-uses the embedded local model (:func:`servers.local_model.endpoint.local_endpoint`).
+Values come from explicit arguments first (an API key read from a Prefect Secret block by the
+tasks arrives this way), then the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+``OPTFOLIO_LLM_MODEL``), then defaults. With no base URL at all the run uses the embedded
+local model (:func:`servers.local_model.endpoint.local_endpoint`).
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ class LLMSettings:
         return replace(self, base_url=base_url, api_key=Secret(api_key) if api_key else None)
 
 
-def llm_settings(endpoint: ModelEndpoint) -> LLMSettings:
-    """Client settings for a resolved endpoint; the API key comes from the environment only."""
+def llm_settings(endpoint: ModelEndpoint, api_key: Secret | None = None) -> LLMSettings:
+    """Client settings for a resolved endpoint. The API key: ``api_key`` (read by the caller,
+    e.g. from the Prefect Secret block the endpoint names), else ``$OPENAI_API_KEY``."""
     if endpoint.base_url is None:
         raise InputError(f"model {endpoint.model!r} has no endpoint: resolve it first")
     overrides = {"timeout_s": endpoint.timeout_s} if endpoint.timeout_s else {}
-    return LLMSettings.from_env(model=endpoint.model, base_url=endpoint.base_url, **overrides)
+    settings = LLMSettings.from_env(model=endpoint.model, base_url=endpoint.base_url, **overrides)
+    return settings if api_key is None else replace(settings, api_key=api_key)

@@ -165,10 +165,9 @@ def role_endpoints(parameters: PortfolioRunParameters) -> Iterator[dict[str, Mod
     configured = {role: getattr(parameters, role) for role in ROLES}
     environment_url = os.environ.get("OPENAI_BASE_URL") or None
     local_roles = [r for r, e in configured.items() if not (e.base_url or environment_url)]
+    # Copies, so what else a role names (its API key's Secret block) comes along.
     resolved = {
-        role: ModelEndpoint(
-            model=e.model, base_url=e.base_url or environment_url, timeout_s=e.timeout_s
-        )
+        role: e.model_copy(update={"base_url": e.base_url or environment_url})
         for role, e in configured.items()
     }
     if not local_roles:
@@ -178,9 +177,10 @@ def role_endpoints(parameters: PortfolioRunParameters) -> Iterator[dict[str, Mod
     with local_endpoint(LLMSettings(model=models[0]), models=models) as local:
         for role in local_roles:
             # CPU decoding of n long answers takes many minutes: the local settings' timeout
-            resolved[role] = ModelEndpoint(
-                model=configured[role].model,
-                base_url=local.base_url,
-                timeout_s=configured[role].timeout_s or local.timeout_s,
+            resolved[role] = configured[role].model_copy(
+                update={
+                    "base_url": local.base_url,
+                    "timeout_s": configured[role].timeout_s or local.timeout_s,
+                }
             )
         yield resolved
