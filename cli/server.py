@@ -46,12 +46,20 @@ def up_command(
         prefect_services.DEFAULT_PORT
     ),
     home: HomeOption = None,
+    notify_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Webhook (Slack, or any URL taking a JSON POST) told when a nightly flow run"
+            " fails or crashes. Default: the Prefect Variable"
+            f" {prefect_services.NOTIFY_URL_VARIABLE}, else the URL set before.",
+        ),
+    ] = None,
 ) -> None:
     """Start server, work pool, deployments and worker in the background (idempotent).
 
     The server listens on 127.0.0.1 only; the deployments come from deployments/prefect.yaml.
     """
-    state = prefect_services.up(port=port, home=home, log=typer.echo)
+    state = prefect_services.up(port=port, home=home, log=typer.echo, notify_url=notify_url)
     _echo_status(state)
     typer.echo(f"stop with: optfolio server down --home {state.home}")
 

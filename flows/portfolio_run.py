@@ -9,6 +9,7 @@ same run id skips every part already written and pays for no LLM call already an
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -19,8 +20,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from optfolio.errors import OptfolioError
 from optfolio.run_config import PortfolioRunParameters, ProblemRef, RoleRequest, RunRef
 from optfolio.runs import open_run, run_lock
-from optfolio.store import RunStore, new_run_id
+from optfolio.store import RunStore, check_name, new_run_id
 from servers.local_model.endpoint import role_endpoints
+from tasks._prefect_settings import prepare_endpoints, with_prefect_variables
 from tasks.assemble import assemble_run
 from tasks.evaluate import evaluate
 from tasks.execute import execute
@@ -44,12 +46,13 @@ def submit_problem(
     p: PortfolioRunParameters, problem: ProblemRef, requests: dict[str, RoleRequest]
 ) -> list[PrefectFuture]:
     """One problem's chain of stages; returns the futures of all of its stages."""
-    generated = generate.submit(problem, requests["generator"])
+    limit = p.endpoint_limit  # each LLM request holds a slot of its endpoint's global limit
+    generated = generate.submit(problem, requests["generator"], limit)
     executed = execute.submit(problem, p.sandbox, wait_for=[generated])
-    scored = evaluate.submit(problem, requests["evaluator"], wait_for=[executed])
+    scored = evaluate.submit(problem, requests["evaluator"], limit, wait_for=[executed])
     ends = [scored]
     if p.judge_samples > 0:
-        ends.append(judge.submit(problem, requests["judge"], wait_for=[executed]))
+        ends.append(judge.submit(problem, requests["judge"], limit, wait_for=[executed]))
     # The first stages too: a problem ends when all of them have, and a failure's cause
     # (say, the engine gone during execution) is on the stage that raised it.
     return [generated, executed, *ends]
@@ -61,30 +64,62 @@ def task_runner_for(p: PortfolioRunParameters) -> TaskRunner:
     cluster for the run."""
     if p.task_runner == "thread":
         return ThreadPoolTaskRunner()
-    from prefect_dask import DaskTaskRunner
-
+    dask_task_runner = _dask_task_runner_class()
     if p.dask_address:
-        return DaskTaskRunner(address=p.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
+        return dask_task_runner(address=p.dask_address)
+    return dask_task_runner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
+
+
+def _dask_task_runner_class() -> type[TaskRunner]:
+    """prefect-dask's task runner, imported only when Dask is asked for: it is the `scale`
+    extra, not installed with the project itself."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as error:
+        raise OptfolioError(
+            "task_runner 'dask' needs the scale extra, which is not installed:"
+            " pip install 'optfolio[scale]'"
+        ) from error
+    return DaskTaskRunner
 
 
 def _runs_on_dask() -> bool:
-    from prefect_dask import DaskTaskRunner
-
+    """Called only when the run asks for Dask, so a thread run never imports prefect-dask."""
     context = FlowRunContext.get()
-    return context is not None and isinstance(context.task_runner, DaskTaskRunner)
+    return context is not None and isinstance(context.task_runner, _dask_task_runner_class())
 
 
-@flow(name="portfolio_run", log_prints=True)
+def run_id_from_flow_run() -> str:
+    """The run id of the current flow run: ``run-<expected start, UTC>-<8 hex of its id>``.
+
+    A flow run keeps its id and expected start through Prefect's retries and the UI's Retry,
+    so a retried run resumes the same run id and pays for nothing twice. (The id's last hex
+    digits: its first ones are a UUIDv7 timestamp, shared by runs created within a minute.)
+    Outside a flow run: a new id."""
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    if flow_run is None:
+        return new_run_id()
+    started = flow_run.expected_start_time or flow_run.created
+    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if started else "unscheduled"
+    return check_name("run id", f"run-{stamp}-{flow_run.id.hex[-8:]}")
+
+
+# Retried once, after a pause for a transient cause (an endpoint or the engine restarting) to
+# clear: the retry resumes the same run id, so it redoes only what had not been written.
+@flow(name="portfolio_run", log_prints=True, retries=1, retry_delay_seconds=60)
 def portfolio_run(parameters: PortfolioRunParameters | None = None) -> dict[str, object]:
     """Generate, execute, evaluate and judge candidates for every problem; assemble portfolios."""
-    p = parameters or PortfolioRunParameters()
+    # Base URL and model defaults from Prefect Variables where the run gives none.
+    p = with_prefect_variables(parameters or PortfolioRunParameters())
+    run_id = p.run_id or run_id_from_flow_run()
     if p.task_runner == "dask" and not _runs_on_dask():
         # A flow's task runner is fixed where it is defined: a deployment run asking for Dask
-        # runs the same flow as a subflow on a Dask task runner (the CLI does that directly).
-        return portfolio_run.with_options(task_runner=task_runner_for(p))(p)
+        # runs the same flow as a subflow on a Dask task runner (the CLI does that directly),
+        # under this flow run's run id; this flow run's retry covers it.
+        subflow = portfolio_run.with_options(task_runner=task_runner_for(p), retries=0)
+        return subflow(p.model_copy(update={"run_id": run_id}))
     store = RunStore(p.store)
-    run_id = p.run_id or new_run_id()
     with run_lock(store, run_id):  # one process per run id at a time
         return _portfolio_run(p, store, run_id)
 
@@ -104,6 +139,7 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
     require_sandbox()
     with role_endpoints(p) as resolved:
         requests = {role: p.role_request(role, e) for role, e in resolved.items()}
+        prepare_endpoints(resolved, p.endpoint_limit)  # Secret blocks load; limits exist
         in_flight: dict[str, list[PrefectFuture]] = {}
         ended: set[PrefectFuture] = set()
         for number, problem_id in enumerate(problem_ids, start=1):

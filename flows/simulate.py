@@ -30,7 +30,8 @@ def design_run_id(design: StudyDesign) -> str:
     return "sim-" + hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-@flow(name="simulate", log_prints=True)
+# Retried once: the run id comes from the design, so the retry skips every part written.
+@flow(name="simulate", log_prints=True, retries=1, retry_delay_seconds=60)
 def simulate(parameters: SimulationParameters | None = None) -> dict[str, object]:
     """Simulate generators and evaluators, assemble portfolios with SQL, draw the figures."""
     p = parameters or SimulationParameters()

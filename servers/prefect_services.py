@@ -21,10 +21,12 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,6 +43,37 @@ CLI_TIMEOUT_S = 300.0
 # The worker turns its first SIGTERM into a SIGINT and may then linger; a second SIGTERM
 # makes it SIGKILL itself. SIGKILL for the whole group is the last resort.
 GRACE_S = 15.0
+
+# Failure notification: flow runs carrying this tag (the nightly deployments' tag in the
+# deployments file) are watched; the webhook URL comes from `up --notify-url`, else from this
+# Prefect Variable, else from the notification block an earlier `up` created.
+NIGHTLY_TAG = "nightly"
+NOTIFY_URL_VARIABLE = "optfolio_notify_url"
+# Prefect's own notification block that POSTs JSON to any URL (Slack's incoming webhooks
+# included); "webhook" is a plain HTTP block without the notify capability automations need.
+NOTIFICATION_BLOCK_TYPE = "custom-webhook"
+NOTIFICATION_BLOCK = "optfolio-nightly-failure"
+FAILURE_AUTOMATION = "optfolio: a nightly flow run failed or crashed"
+# The names Prefect gives failing final states (TimedOut: a flow over its timeout).
+FAILURE_EVENTS = [
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Crashed",
+    "prefect.flow-run.TimedOut",
+]
+# Jinja, rendered by the server with the flow run, its flow and its deployment.
+FAILURE_SUBJECT = (
+    "optfolio: {{ deployment.name }} run {{ flow_run.name }} {{ flow_run.state.name }}"
+)
+FAILURE_BODY = """\
+Flow run {{ flow.name }}/{{ flow_run.name }} of deployment {{ deployment.name }} ended \
+{{ flow_run.state.name }} at {{ flow_run.state.timestamp }}.
+State message: {{ flow_run.state.message }}
+Flow run: {{ flow_run|ui_url }}
+Its Retry button resumes the same optfolio run (same run id): nothing paid for is paid again.
+"""
+# A loaded server answers 503 when its database times out (and rolls back): ask again, as
+# Prefect's own client does.
+API_ATTEMPTS = 6
 
 Log = Callable[[str], None]
 
@@ -160,6 +193,31 @@ def _post_json(url: str, body: object, timeout: float = 10.0) -> object:
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
+
+
+def _api(port: int, method: str, path: str, body: object = None) -> object | None:
+    """One REST call to the server on PORT; None on 404 or an empty answer."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/api{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    for attempt in range(1, API_ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=30.0) as response:
+                payload = response.read()
+            return json.loads(payload) if payload else None
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            if error.code not in {429, 503} or attempt == API_ATTEMPTS:
+                detail = error.read().decode(errors="replace")[:500]
+                raise ServiceUnavailable(
+                    f"Prefect API {method} {path}: HTTP {error.code}: {detail}"
+                ) from None
+        time.sleep(2.0 * attempt)
+    raise AssertionError("unreachable")
 
 
 def server_healthy(port: int) -> bool:
@@ -353,20 +411,167 @@ def _start_worker(pool: str, port: int, home: Path, env: dict[str, str], log: Lo
         time.sleep(0.5)
 
 
+def _check_notify_url(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise InputError(f"notify URL {url!r}: give an http:// or https:// URL")
+    return url.strip()
+
+
+def _webhook_data(url: str) -> dict[str, object]:
+    """The notification block's fields: POST JSON to URL (``{{subject}}``/``{{body}}`` are
+    the block's own placeholders, filled with the automation's rendered text)."""
+    return {
+        "name": NOTIFICATION_BLOCK,
+        "url": url,
+        "method": "POST",
+        # `text` is what Slack's incoming webhooks read; other receivers get both parts too.
+        "json_data": {
+            "text": "{{subject}}\n{{body}}",
+            "subject": "{{subject}}",
+            "body": "{{body}}",
+        },
+    }
+
+
+def _notification_block(port: int) -> dict[str, Any] | None:
+    found = _api(
+        port,
+        "GET",
+        f"/block_types/slug/{NOTIFICATION_BLOCK_TYPE}/block_documents/name/{NOTIFICATION_BLOCK}",
+    )
+    return found if isinstance(found, dict) else None
+
+
+def _ensure_notification_block(port: int, url: str, log: Log) -> str:
+    """Create the webhook block, or point it at URL if it points elsewhere; its id."""
+    data = _webhook_data(url)
+    existing = _notification_block(port)
+    if existing is not None:
+        if {key: existing["data"].get(key) for key in data} != data:
+            _api(
+                port,
+                "PATCH",
+                f"/block_documents/{existing['id']}",
+                {"data": data, "merge_existing_data": False},
+            )
+            log(f"notification block {NOTIFICATION_BLOCK}: now to {url}")
+        return str(existing["id"])
+    block_type = _api(port, "GET", f"/block_types/slug/{NOTIFICATION_BLOCK_TYPE}")
+    if not isinstance(block_type, dict):
+        raise ServiceUnavailable(f"the Prefect server has no {NOTIFICATION_BLOCK_TYPE!r} blocks")
+    schemas = _api(
+        port,
+        "POST",
+        "/block_schemas/filter",
+        {"block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}, "limit": 1},
+    )
+    if not schemas:
+        raise ServiceUnavailable(f"no block schema for {NOTIFICATION_BLOCK_TYPE!r} blocks")
+    created = _api(
+        port,
+        "POST",
+        "/block_documents/",
+        {
+            "name": NOTIFICATION_BLOCK,
+            "block_type_id": block_type["id"],
+            "block_schema_id": schemas[0]["id"],  # type: ignore[index]
+            "data": data,
+        },
+    )
+    log(f"created notification block {NOTIFICATION_BLOCK} (to {url})")
+    return str(created["id"])  # type: ignore[index]
+
+
+def failure_automation(block_document_id: str) -> dict[str, object]:
+    """The automation: each flow run tagged NIGHTLY_TAG that ends failed or crashed sends one
+    notification through the block (a retry Prefect still makes is not a failure yet)."""
+    return {
+        "name": FAILURE_AUTOMATION,
+        "description": f"Set by `optfolio server up`: a failed or crashed flow run tagged"
+        f" {NIGHTLY_TAG!r} notifies the {NOTIFICATION_BLOCK!r} block.",
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "match_related": {
+                "prefect.resource.role": "tag",
+                "prefect.resource.id": f"prefect.tag.{NIGHTLY_TAG}",
+            },
+            "expect": FAILURE_EVENTS,
+            "for_each": ["prefect.resource.id"],  # each flow run on its own
+            "threshold": 1,
+            "within": 0,
+        },
+        "actions": [
+            {
+                "type": "send-notification",
+                "block_document_id": block_document_id,
+                "subject": FAILURE_SUBJECT,
+                "body": FAILURE_BODY,
+            }
+        ],
+    }
+
+
+def configure_failure_notification(
+    port: int, notify_url: str | None = None, log: Log = print
+) -> str | None:
+    """Notify a webhook when a nightly flow run fails or crashes (idempotent): a Prefect
+    notification block to the URL and an automation firing it. The URL: NOTIFY_URL, else the
+    Prefect Variable NOTIFY_URL_VARIABLE, else the block's from an earlier call; none: off.
+    Returns the automation's id (None: off)."""
+    url = notify_url
+    if url is None:
+        variable = _api(port, "GET", f"/variables/name/{NOTIFY_URL_VARIABLE}")
+        value = variable.get("value") if isinstance(variable, dict) else None
+        url = value if isinstance(value, str) and value.strip() else None
+    if url is None:
+        existing = _notification_block(port)
+        url = existing["data"].get("url") if existing is not None else None
+    if url is None:
+        log(
+            "failure notifications: off (give --notify-url URL, or set the Prefect Variable"
+            f" {NOTIFY_URL_VARIABLE})"
+        )
+        return None
+    block_id = _ensure_notification_block(port, _check_notify_url(url), log)
+    spec = failure_automation(block_id)
+    found = _api(
+        port,
+        "POST",
+        "/automations/filter",
+        {"automations": {"name": {"any_": [FAILURE_AUTOMATION]}}},
+    )
+    if found:
+        automation_id = str(found[0]["id"])  # type: ignore[index]
+        _api(port, "PUT", f"/automations/{automation_id}", spec)
+    else:
+        automation_id = str(_api(port, "POST", "/automations/", spec)["id"])  # type: ignore[index]
+    log(f"failure notifications: flow runs tagged {NIGHTLY_TAG!r} that fail notify {url}")
+    return automation_id
+
+
 def up(
     port: int = DEFAULT_PORT,
     home: Path | None = None,
     deployments_file: Path = DEPLOYMENTS_FILE,
     log: Log = print,
+    notify_url: str | None = None,
 ) -> StackStatus:
-    """Server, work pools, deployments, workers; reuses whatever of it already runs."""
+    """Server, work pools, deployments, failure notification, workers; reuses whatever of it
+    already runs."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = stack_env(port, home)
     pools = work_pools(deployments_file)  # a bad file fails before anything starts
+    if notify_url is not None:
+        notify_url = _check_notify_url(notify_url)  # refused before anything starts
     _start_server(port, home, env, log)
     apply_deployments(port, home, deployments_file, log)
     log(f"applied the deployments in {deployments_file}")
+    configure_failure_notification(port, notify_url, log)
     for pool in pools:
         _start_worker(pool, port, home, env, log)
     return status(home)
