@@ -47,7 +47,9 @@ def _text_variable(name: str) -> str | None:
     """The Prefect Variable's text; None when it is not set."""
     from prefect.variables import Variable
 
-    value = Variable.get(name)
+    # _sync: a sync call even where an event loop runs (a notebook), which would otherwise
+    # get a coroutine back.
+    value = Variable.get(name, _sync=True)
     if value is None:
         return None
     if isinstance(value, str) and value.strip():
@@ -64,7 +66,7 @@ def secret_api_key(endpoint: ModelEndpoint, role: str) -> Secret | None:
     from prefect.blocks.system import Secret as SecretBlock
 
     try:
-        value = SecretBlock.load(name).get()
+        value = SecretBlock.load(name, _sync=True).get()
     except ValueError:  # Prefect's "Unable to find block document named ..."
         raise InputError(
             f"{role}: no Prefect Secret block named {name!r} (api_key_secret); create it in the"

@@ -36,6 +36,7 @@ from tasks._prefect_settings import (
     secret_api_key,
     with_prefect_variables,
 )
+from tests.plugins.prefect_fixtures import off_event_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -65,12 +66,12 @@ def variables(**values: str) -> Iterator[None]:
     from prefect.variables import Variable
 
     for name, value in values.items():
-        Variable.set(name, value, overwrite=True)
+        off_event_loop(lambda n=name, v=value: Variable.set(n, v, overwrite=True))
     try:
         yield
     finally:
         for name in values:
-            Variable.unset(name)
+            off_event_loop(lambda n=name: Variable.unset(n))
 
 
 # ---- settings read from Prefect ---------------------------------------------------------------
@@ -113,7 +114,9 @@ def test_api_key_secret_block_is_read_and_a_missing_one_names_block_and_role(
     from prefect.blocks.system import Secret as SecretBlock
 
     with on_server(prefect_stack):
-        SecretBlock(value="sk-from-block").save("optfolio-test-key", overwrite=True)
+        off_event_loop(
+            lambda: SecretBlock(value="sk-from-block").save("optfolio-test-key", overwrite=True)
+        )
         key = secret_api_key(ModelEndpoint(api_key_secret="optfolio-test-key"), "judge")
         assert key is not None and key.reveal() == "sk-from-block"
         assert "sk-from-block" not in repr(key)

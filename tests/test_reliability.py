@@ -46,6 +46,7 @@ from optfolio.store import RunStore, StoreFull
 from sandbox import cleanup
 from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import Fault, FaultServer
+from tests.plugins.prefect_fixtures import off_event_loop
 from tests.plugins.second_engine import SecondEngine
 from tests.plugins.writers import killed_writer, paused_writer
 
@@ -693,7 +694,7 @@ def test_canary_api_key_from_a_secret_block_is_sent_and_reaches_no_store_or_log(
     from prefect.blocks.system import Secret
 
     canary = "sk-canary-block-9e7f-never-store-or-log-me"
-    Secret(value=canary).save("optfolio-canary-key", overwrite=True)
+    off_event_loop(lambda: Secret(value=canary).save("optfolio-canary-key", overwrite=True))
     env = {k: v for k, v in run_env.items() if k != "OPENAI_API_KEY"}
     fake_llm.reset()
     run = start_run(

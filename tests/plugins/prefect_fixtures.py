@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextvars
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
+
+
+def off_event_loop(call: Callable[[], T]) -> T:
+    """CALL run from a thread without an event loop, in this thread's context (the Prefect
+    settings). Once Playwright's sync API has run in a session, the main thread holds a running
+    loop, and Prefect's dual functions (``Variable.set``, ``Block.save``) then return coroutines
+    instead of doing anything."""
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(context.run, call).result()
 
 
 @pytest.fixture(scope="session")
