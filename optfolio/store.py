@@ -57,10 +57,11 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def raise_if_full(error: BaseException, path: Path) -> None:
-    """Re-raise a full-disk error (OSError, or pyarrow's OSError that only says so in its
-    text) as :class:`StoreFull` naming ``path``; other errors are left to the caller."""
-    full = isinstance(error, OSError) and (
-        error.errno in _FULL_ERRNOS or "No space left on device" in str(error)
+    """Re-raise a full-disk error (OSError, or an error of pyarrow or DuckDB that only says so
+    in its text) as :class:`StoreFull` naming ``path``; other errors are left to the caller."""
+    # By text too: pyarrow's OSError and DuckDB's IOException carry no errno.
+    full = (isinstance(error, OSError) and error.errno in _FULL_ERRNOS) or any(
+        text in str(error) for text in ("No space left on device", "Disk quota exceeded")
     )
     if full and not isinstance(error, StoreFull):
         raise StoreFull(

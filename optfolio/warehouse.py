@@ -32,7 +32,7 @@ from optfolio.quality import CORRECT_REL_TOL, ORLM_REL_TOL
 from optfolio.run_config import PortfolioRunParameters
 from optfolio.schemas import RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
-from optfolio.store import RunStore, atomic_path
+from optfolio.store import RunStore, atomic_path, raise_if_full
 
 # Stage tables appear under their own names, except candidates and decisions: the user-facing
 # ``candidates`` view adds the probability p on top of ``stored_candidates``, and
@@ -239,10 +239,14 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, final: Path) -> 
         for name, kind in zip(relation.columns, relation.types, strict=True)
     )
     with atomic_path(final) as temp:
-        con.execute(
-            f"copy (select {columns} from ({query})) to {quote_literal(str(temp))}"
-            " (format parquet, compression zstd)"
-        )
+        try:
+            con.execute(
+                f"copy (select {columns} from ({query})) to {quote_literal(str(temp))}"
+                " (format parquet, compression zstd)"
+            )
+        except duckdb.Error as error:
+            raise_if_full(error, final)  # a full disk: the store's own one-line error
+            raise
     return final
 
 

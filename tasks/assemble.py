@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -13,7 +14,8 @@ from optfolio import warehouse
 from optfolio.run_config import PortfolioRunParameters, RunRef
 from optfolio.schemas import SIMULATION
 from optfolio.simulation import StudyDesign
-from optfolio.store import RunStore, check_name
+from optfolio.store import RunStore, check_name, raise_if_full
+from tasks import retry_transient
 
 SIMULATION_RESULT = "simulation/part-0.parquet"
 # Views materialized for a finished run, read by reports and by people who want files.
@@ -33,7 +35,7 @@ def assemble_simulation(run: RunRef, design: StudyDesign) -> str:
     return str(store.write_file(SIMULATION_RESULT, table))
 
 
-@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def assemble_run(run: RunRef, parameters: PortfolioRunParameters) -> dict[str, str]:
     """Rankings, portfolios and quality of one run → ``<store>/assembled/<view>/run_id=…/``.
     Each view is streamed to its part by DuckDB under ``duckdb_memory_limit``, spilling to a
@@ -44,8 +46,12 @@ def assemble_run(run: RunRef, parameters: PortfolioRunParameters) -> dict[str, s
         view: store.root / f"assembled/{view}/run_id={check_name('run id', run_id)}/part-0.parquet"
         for view in RUN_OUTPUTS
     }
-    with tempfile.TemporaryDirectory(prefix=".duckdb-spill-", dir=store.root) as spill:
-        connection = warehouse.assembly_connection(parameters.duckdb_memory_limit, Path(spill))
-        with warehouse.connect(store, [run_id], settings, connection) as con:
-            written = warehouse.write_run_views(con, run_id, parts)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".duckdb-spill-", dir=store.root) as spill:
+            connection = warehouse.assembly_connection(parameters.duckdb_memory_limit, Path(spill))
+            with warehouse.connect(store, [run_id], settings, connection) as con:
+                written = warehouse.write_run_views(con, run_id, parts)
+    except (OSError, duckdb.Error) as error:  # a full disk while spilling, too
+        raise_if_full(error, store.root)
+        raise
     return {view: str(path) for view, path in written.items()}
