@@ -54,10 +54,17 @@ RUN_ARGS = [
 @contextlib.contextmanager
 def on_server(stack: prefect_services.StackStatus) -> Iterator[None]:
     """This process's Prefect client talks to the stack's server."""
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        yield
+    try:
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            yield
+    finally:
+        # Prefect keeps one events worker per process, bound to the API URL it first saw
+        # (blocks loaded here emit events): stopped, so later tests' events reach their own
+        # server rather than this stack's.
+        off_event_loop(lambda: EventsWorker.drain_all(timeout=30))
 
 
 @contextlib.contextmanager
