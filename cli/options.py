@@ -30,6 +30,31 @@ from pydantic_core import PydanticUndefined
 
 from optfolio.errors import InputError
 from optfolio.parameters import Cli, parse_model
+from optfolio.settings import default_store_root
+
+if typing.TYPE_CHECKING:
+    from optfolio.store import RunStore
+
+# The options every command over an existing store shares (sql, warehouse, runs, review).
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Store root, a directory or file:// URI (default $OPTFOLIO_STORE or ./store)."
+    ),
+]
+RunIdsOption = Annotated[list[str] | None, typer.Option("--run", help="Only these run ids.")]
+
+
+def existing_store(store: str | None) -> RunStore:
+    """The store at STORE (default ``$OPTFOLIO_STORE`` or ``./store``), refused naming
+    ``--store`` when it is no directory."""
+    from optfolio.store import RunStore  # here: importing the store slows every CLI start
+
+    run_store = RunStore(store or default_store_root())
+    if not run_store.root.is_dir():
+        raise InputError(f"--store {run_store.root}: no such directory")
+    return run_store
+
 
 SCALARS = (bool, int, float, str)
 LONG_DEFAULT_ITEMS = 8  # a longer list default is shown shortened in the help

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.options import model_option
+from cli.options import existing_store, model_option
 from optfolio.errors import InputError
 from optfolio.review import ReviewParameters
 
@@ -32,12 +32,7 @@ EVALUATOR = model_option(ReviewParameters, "evaluator")
 
 
 def _store(store: str) -> RunStore:
-    from optfolio.store import RunStore
-
-    run_store = RunStore(store)
-    if not run_store.root.is_dir():
-        raise InputError(f"--store {run_store.root}: no such directory")
-    return run_store
+    return existing_store(store)
 
 
 @review_app.command("show")

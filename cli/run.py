@@ -13,11 +13,10 @@ from typing import Annotated
 
 import typer
 
-from cli.options import extra_option, model_command
+from cli.options import existing_store, extra_option, model_command
 from optfolio.errors import InputError
 from optfolio.parameters import parse_model
 from optfolio.run_config import PortfolioRunParameters
-from optfolio.settings import default_store_root
 
 STAGES = ("candidates", "executions", "scores", "judgments")
 
@@ -246,13 +245,9 @@ def runs_command(
     ] = None,
 ) -> None:
     """List the runs in a store with their progress per stage."""
-    from optfolio.errors import InputError
     from optfolio.runs import list_runs
-    from optfolio.store import RunStore
 
-    run_store = RunStore(store or default_store_root())
-    if not run_store.root.is_dir():
-        raise InputError(f"--store {run_store.root}: no such directory")
+    run_store = existing_store(store)
     manifests = list_runs(run_store)
     if not manifests:
         typer.echo("(no runs)")

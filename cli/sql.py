@@ -6,18 +6,13 @@ from typing import Annotated
 
 import typer
 
-from optfolio.settings import default_store_root
+from cli.options import RunIdsOption, StoreOption, existing_store
 
 
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SQL query over the store's views.")],
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="Store root, a directory or file:// URI (default $OPTFOLIO_STORE or ./store)."
-        ),
-    ] = None,
-    run: Annotated[list[str] | None, typer.Option("--run", help="Only these run ids.")] = None,
+    store: StoreOption = None,
+    run: RunIdsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as one JSON array.")] = False,
 ) -> None:
     """Query problems, candidates, executions, scores, judgments, rankings, portfolios, ..."""
@@ -25,11 +20,8 @@ def sql_command(
 
     from optfolio import warehouse
     from optfolio.errors import InputError
-    from optfolio.store import RunStore
 
-    run_store = RunStore(store or default_store_root())
-    if not run_store.root.is_dir():
-        raise InputError(f"--store {run_store.root}: no such directory")
+    run_store = existing_store(store)
     with warehouse.connect(run_store, run) as con:
         try:
             frame = con.sql(query).df()

@@ -7,20 +7,15 @@ from typing import Annotated
 
 import typer
 
-from optfolio.settings import default_store_root
+from cli.options import RunIdsOption, StoreOption, existing_store
 
 
 def warehouse_command(
     out: Annotated[
         Path, typer.Option("--out", help="DuckDB database file to write (replaced if present).")
     ],
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="Store root, a directory or file:// URI (default $OPTFOLIO_STORE or ./store)."
-        ),
-    ] = None,
-    run: Annotated[list[str] | None, typer.Option("--run", help="Only these run ids.")] = None,
+    store: StoreOption = None,
+    run: RunIdsOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object.")
     ] = False,
@@ -31,11 +26,8 @@ def warehouse_command(
 
     from optfolio import warehouse
     from optfolio.errors import InputError
-    from optfolio.store import RunStore
 
-    run_store = RunStore(store or default_store_root())
-    if not run_store.root.is_dir():
-        raise InputError(f"--store {run_store.root}: no such directory")
+    run_store = existing_store(store)
     target = out.expanduser().absolute()
     if not target.parent.is_dir():
         raise InputError(f"--out {target}: directory {target.parent} does not exist")
