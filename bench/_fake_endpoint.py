@@ -67,10 +67,9 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 def role_of(messages: list[dict[str, Any]]) -> str:
     user = str(messages[-1].get("content") or "") if messages else ""
-    if user.startswith("Grade a candidate"):
-        return "judge"
     if user.startswith("Review a candidate"):
-        return "evaluator"
+        # The judge's prompt is the evaluator's plus the ground truth.
+        return "judge" if "\n# Ground truth" in user else "evaluator"
     return "generator"
 
 

@@ -75,6 +75,7 @@ def synthetic_store(root: str, problems: int, per_problem: int, samples: int) ->
             "score": rng.integers(1, 101, count * samples).astype(float),
             "raw_text": [None] * (count * samples),
             "model": ["bench"] * (count * samples),
+            "reasked": [False] * (count * samples),
         }
         store.write_part("scores", RUN, f"c{start}", pa.table(scores, schema=SCORES))
     return store

@@ -35,6 +35,7 @@ def usage_row(problem_id: str, role: str, model: str, usage: dict[str, int]) -> 
             "cached_tokens",
             "cache_hits",
             "samples",
+            "reasked_samples",
         )
     }
 

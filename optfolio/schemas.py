@@ -78,6 +78,9 @@ SCORES = pa.schema(
         pa.field("score", pa.float64()),  # 1..100; null when unparseable or out of range
         pa.field("raw_text", pa.string()),
         pa.field("model", pa.string()),
+        # The text is the second ask's: the first reply had no readable score. Null in parts
+        # written before replies were asked again.
+        pa.field("reasked", pa.bool_()),
     ]
 )
 
@@ -90,6 +93,7 @@ JUDGMENTS = pa.schema(
         pa.field("normalized_score", pa.float64()),  # (score - 1) / 99, in [0, 1]
         pa.field("raw_text", pa.string()),
         pa.field("model", pa.string()),
+        pa.field("reasked", pa.bool_()),  # as in SCORES
     ]
 )
 
@@ -106,6 +110,9 @@ LLM_USAGE = pa.schema(
         pa.field("cached_tokens", pa.int64(), nullable=False),
         pa.field("cache_hits", pa.int64(), nullable=False),  # samples served by our cache
         pa.field("samples", pa.int64(), nullable=False),
+        # Review samples asked again for want of a readable score (their extra request is in
+        # ``requests``); null in parts written before replies were asked again.
+        pa.field("reasked_samples", pa.int64()),
     ]
 )
 

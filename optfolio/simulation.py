@@ -222,6 +222,7 @@ def simulate_problems(K: int, design: StudyDesign) -> dict[str, pa.Table]:
                 scores["score"] += [float(K - j) for j in range(K)]
                 scores["raw_text"] += [None] * K
                 scores["model"] += [f"simulated-evaluator-e{error:g}"] * K
+                scores["reasked"] += [False] * K
                 configs["problem_id"].append(pid)
                 configs["K"].append(K)
                 configs["generator"].append(generator)

@@ -135,6 +135,33 @@ def test_prompts_fill_every_slot_and_keep_braces() -> None:
         render("evaluator", code="c")
 
 
+def test_the_judge_prompt_is_the_evaluators_plus_the_ground_truth() -> None:
+    """The judge scores under the evaluator's regime: same system message, instructions and
+    scale; only the ground-truth block is added, and it is shared by every candidate of the
+    problem, so it comes before the candidate (a server can reuse the cached prefix)."""
+    truth = {"objective_truth": "60", "solution_truth": "r = 20; s = 0"}
+
+    def reviews(code: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        candidate = {"problem": "Maximize 3r + 4s.", "formulation": "max", "code": code}
+        candidate["execution"] = "status: ok"
+        return messages("evaluator", **candidate), messages("judge", **truth, **candidate)
+
+    evaluator, judge = reviews("import pulp  # one")
+    block = render("ground_truth", **truth)
+    assert "Optimal objective value: 60" in block and "r = 20; s = 0" in block
+    assert judge[0] == evaluator[0]  # the same system message
+    assert judge[1]["content"].count(block) == 1
+    assert judge[1]["content"].replace(block + "\n\n", "") == evaluator[1]["content"]
+    for prompt in (evaluator, judge):
+        assert prompt[1]["content"].splitlines()[-1] == "SCORE: <integer from 1 to 100>"
+    # Two candidates of one problem: their judge prompts share the problem and the truth.
+    _, other = reviews("import pulp  # two")
+    first, second = judge[1]["content"], other[1]["content"]
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    assert first.index("Maximize 3r + 4s.") < first.index(block) < first.index("# Candidate")
+    assert first.index(block) + len(block) < shared
+
+
 def test_api_key_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1")

@@ -104,20 +104,25 @@ def test_evaluator_records(qwen_settings: LLMSettings) -> None:
         table = evaluate_candidate(
             client, PROBLEM["description"], CANDIDATE, EXECUTION, m=2, max_tokens=40, seed=1
         )
-        assert client.usage.requests == 1
+        reasked = sum(table["reasked"].to_pylist())
+        # Both samples in one request; replies without a score asked again in one more.
+        assert client.usage.requests == 1 + (reasked > 0)
+        assert client.usage.samples == 2 + reasked
     assert table.schema == SCORES
     rows = table.to_pylist()
     assert [r["sample_index"] for r in rows] == [0, 1]
     for row in rows:
         assert row["raw_text"] and row["candidate_id"] == "c-good"
         assert row["score"] is None or 1 <= row["score"] <= 100
+        assert row["reasked"] in (True, False)
 
 
 def test_judge_records(qwen_settings: LLMSettings) -> None:
     with LLMClient(qwen_settings) as client:
         table = judge_candidate(client, PROBLEM, CANDIDATE, EXECUTION, m=1, max_tokens=40, seed=2)
+        [row] = table.to_pylist()
+        assert client.usage.requests == (2 if row["reasked"] else 1)
     assert table.schema == JUDGMENTS
-    [row] = table.to_pylist()
     assert row["raw_text"]
     if row["score"] is None:
         assert row["normalized_score"] is None

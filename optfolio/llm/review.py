@@ -1,8 +1,9 @@
 """The evaluator and the judge: an LLM reads a candidate and its execution and gives a score
 from 1 to 100, sampled m times. The judge also sees the ground truth.
 
-Rows conform to ``schemas.SCORES`` and ``schemas.JUDGMENTS``; a sample whose score is missing
-or outside 1..100 keeps its raw text with a null score, so nothing is silently dropped.
+Rows conform to ``schemas.SCORES`` and ``schemas.JUDGMENTS``. A reply without a readable score
+(missing or outside 1..100) is asked again once; a reply still unreadable keeps its raw text
+with a null score, so nothing is silently dropped.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from optfolio.llm.client import LLMClient
+from optfolio.llm.client import LLMClient, Messages, Sample
 from optfolio.llm.parsing import normalized_score, parse_score
 from optfolio.llm.prompts import messages
 from optfolio.schemas import JUDGMENTS, SCORES
@@ -43,19 +45,20 @@ def evaluate_candidate(
         code=_or_none(candidate.get("code")),
         execution=format_execution(execution),
     )
-    samples = client.sample(
-        prompt, n=m, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False
+    replies = ask_for_scores(
+        client, prompt, m=m, max_tokens=max_tokens, temperature=temperature, seed=seed
     )
     rows = [
         {
             "problem_id": candidate["problem_id"],
             "candidate_id": candidate["candidate_id"],
             "sample_index": i,
-            "score": parse_score(s.text),
-            "raw_text": s.text,
+            "score": reply.score,
+            "raw_text": reply.text,
             "model": client.settings.model,
+            "reasked": reply.reasked,
         }
-        for i, s in enumerate(samples)
+        for i, reply in enumerate(replies)
     ]
     return pa.Table.from_pylist(rows, schema=SCORES)
 
@@ -82,24 +85,66 @@ def judge_candidate(
         code=_or_none(candidate.get("code")),
         execution=format_execution(execution),
     )
-    samples = client.sample(
-        prompt, n=m, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False
+    replies = ask_for_scores(
+        client, prompt, m=m, max_tokens=max_tokens, temperature=temperature, seed=seed
     )
-    rows = []
-    for i, s in enumerate(samples):
-        score = parse_score(s.text)
-        rows.append(
-            {
-                "problem_id": candidate["problem_id"],
-                "candidate_id": candidate["candidate_id"],
-                "sample_index": i,
-                "score": score,
-                "normalized_score": normalized_score(score),
-                "raw_text": s.text,
-                "model": client.settings.model,
-            }
-        )
+    rows = [
+        {
+            "problem_id": candidate["problem_id"],
+            "candidate_id": candidate["candidate_id"],
+            "sample_index": i,
+            "score": reply.score,
+            "normalized_score": normalized_score(reply.score),
+            "raw_text": reply.text,
+            "model": client.settings.model,
+            "reasked": reply.reasked,
+        }
+        for i, reply in enumerate(replies)
+    ]
     return pa.Table.from_pylist(rows, schema=JUDGMENTS)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One review sample: its text, the score read from it (None: unreadable) and whether it
+    came from the second ask."""
+
+    text: str
+    score: float | None
+    reasked: bool = False
+
+
+def ask_for_scores(
+    client: LLMClient,
+    prompt: Messages,
+    *,
+    m: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+) -> list[Reply]:
+    """``m`` replies to ``prompt``, in sample order. The replies without a readable score are
+    asked again once, together (one request with n = their number), and the new replies take
+    their places; what is still unreadable stays so (asking until it parses could loop)."""
+
+    def ask(n: int, seed: int | None) -> list[Sample]:
+        return client.sample(
+            prompt, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False
+        )
+
+    replies = [Reply(s.text, parse_score(s.text)) for s in ask(m, seed)]
+    unread = [i for i, reply in enumerate(replies) if reply.score is None]
+    if unread:
+        for i, s in zip(unread, ask(len(unread), reask_seed(seed, m)), strict=True):
+            replies[i] = Reply(s.text, parse_score(s.text), reasked=True)
+    return replies
+
+
+def reask_seed(seed: int | None, m: int) -> int:
+    """The second ask's seed: the first after the ``m`` the first ask used (seed … seed + m − 1),
+    so it is a new request (a seeded endpoint would repeat the unreadable replies, and the
+    response cache would serve them), yet the same one on every re-run and resume."""
+    return (seed or 0) + m
 
 
 def format_execution(execution: Mapping[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from optfolio.llm.cache import ResponseCache
 from optfolio.llm.client import LLMClient, RequestSlot
@@ -60,8 +61,12 @@ def review_problem(
                 candidates,
             )
         )
-        usage = usage_row(problem_id, role, settings.model, client.usage.snapshot())
+        spent = client.usage.snapshot()
+    rows = concat_or_empty(reviewed, schema)
+    # Their second ask is already in ``requests`` (same client); this says how many it held.
+    spent["reasked_samples"] = pc.sum(rows["reasked"]).as_py() or 0
+    usage = usage_row(problem_id, role, settings.model, spent)
     store.write_part(
         "llm_usage", run_id, f"{role}-{part}", pa.Table.from_pylist([usage], schema=LLM_USAGE)
     )
-    return store.write_part(table, run_id, part, concat_or_empty(reviewed, schema))
+    return store.write_part(table, run_id, part, rows)

@@ -73,6 +73,7 @@ class Fault:
     delay_s: float = 0.0
     choices: int | None = None  # None: as many as the request's n
     logprobs: bool = True
+    texts: tuple[str, ...] | None = None  # the choices' texts, cycled (None: "answer i seed s")
 
 
 @dataclass
@@ -95,7 +96,7 @@ def completion_body(request: dict[str, Any], fault: Fault) -> bytes:
     seed = request.get("seed")
     choices = []
     for i in range(n):
-        text = f"answer {i} seed {seed}"
+        text = f"answer {i} seed {seed}" if not fault.texts else fault.texts[i % len(fault.texts)]
         tokens = text.split(" ")
         pieces = [t if j == 0 else " " + t for j, t in enumerate(tokens)]
         logprobs = (
