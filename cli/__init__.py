@@ -36,6 +36,7 @@ def _register() -> None:
     importlib.import_module("cli.report").register(app)
     importlib.import_module("cli.review").register(app)
     importlib.import_module("cli.warehouse").register(app)
+    importlib.import_module("cli.calibrate").register(app)
 
 
 _register()

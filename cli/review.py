@@ -29,6 +29,7 @@ RUN = model_option(ReviewParameters, "run_id")
 STORE = model_option(ReviewParameters, "store")
 ALPHA = model_option(ReviewParameters, "alpha")
 EVALUATOR = model_option(ReviewParameters, "evaluator")
+UNIT = model_option(ReviewParameters, "unit")
 
 
 def _store(store: str) -> RunStore:
@@ -41,6 +42,7 @@ def show_command(
     store: str = STORE,
     alpha: float = ALPHA,
     evaluator: str = EVALUATOR,
+    unit: str = UNIT,
     problem: Annotated[
         list[str] | None, typer.Option(help="Only this problem (repeatable).")
     ] = None,
@@ -48,11 +50,12 @@ def show_command(
         bool, typer.Option(help="Formulation, code and output of each member.")
     ] = False,
 ) -> None:
-    """Each problem's portfolio: members best first, with run, scores and correctness."""
+    """Each problem's portfolio: members best first, with run, scores and correctness (with
+    --unit answer: answers best first, each with its member candidates under it)."""
     from optfolio.review import decided_problems, load_reviews, review_markdown, summary_markdown
 
     run_store = _store(store)
-    reviews = load_reviews(run_store, run, alpha, evaluator, problem)
+    reviews = load_reviews(run_store, run, alpha, evaluator, problem, unit)
     decided = decided_problems(run_store, run)
     for review in reviews:
         typer.echo(review_markdown(review) if full else summary_markdown(review))
@@ -64,7 +67,11 @@ def decide_command(
     problem: Annotated[str, typer.Option(help="The problem decided on.")],
     run: str = RUN,
     choose: Annotated[
-        str | None, typer.Option(help="The candidate id to commit to (a portfolio member).")
+        str | None,
+        typer.Option(
+            help="The candidate id to commit to (a portfolio member); with --unit answer an"
+            " answer id, which records the answer's representative candidate."
+        ),
     ] = None,
     reject: Annotated[bool, typer.Option(help="Reject every member (needs --comment).")] = False,
     comment: Annotated[str, typer.Option(help="Why; required with --reject.")] = "",
@@ -72,6 +79,7 @@ def decide_command(
     store: str = STORE,
     alpha: float = ALPHA,
     evaluator: str = EVALUATOR,
+    unit: str = UNIT,
 ) -> None:
     """Record a decision for one problem (replacing an earlier one)."""
     from optfolio.review import load_reviews, make_decision, write_decision
@@ -79,11 +87,13 @@ def decide_command(
     if (choose is None) == (not reject):
         raise InputError(f"problem {problem!r}: give exactly one of --choose CANDIDATE or --reject")
     run_store = _store(store)
-    [review] = load_reviews(run_store, run, alpha, evaluator, [problem])
+    [review] = load_reviews(run_store, run, alpha, evaluator, [problem], unit)
     name = reviewer or getpass.getuser()
     decision = make_decision(review, choose, comment, name, source="cli")
     path = write_decision(run_store, decision)
     what = f"chose {decision.candidate_id}" if choose else "rejected the portfolio"
+    if choose and decision.candidate_id != choose:
+        what = f"chose answer {choose}, recorded as its representative {decision.candidate_id}"
     typer.echo(f"{problem}: {what} (alpha={alpha:g}); written to {path}")
 
 

@@ -54,6 +54,11 @@ def run(
         limit=parameters.limit,
         ids=parameters.ids,
     )  # bad records: refused now
+    if parameters.calibration is not None:  # a missing calibration too, before Docker starts
+        from optfolio.calibration import load_calibration
+        from optfolio.store import RunStore
+
+        load_calibration(RunStore(parameters.store), parameters.calibration)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.portfolio_run import portfolio_run, task_runner_for

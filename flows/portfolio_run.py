@@ -17,6 +17,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from optfolio.calibration import pin_run_calibration
 from optfolio.errors import OptfolioError
 from optfolio.run_config import PortfolioRunParameters, ProblemRef, RoleRequest, RunRef
 from optfolio.runs import open_run, run_lock
@@ -129,6 +130,8 @@ def _portfolio_run(p: PortfolioRunParameters, store: RunStore, run_id: str) -> d
     store_root = str(store.root)
     run = RunRef(store=store_root, run_id=run_id)
     open_run(store, run_id, p)
+    if p.calibration is not None:  # a missing name fails here, before any paid call
+        pin_run_calibration(store, run_id, p.calibration)
     store.remove_temporaries()
     problem_ids = load_dataset(run, p)
     logger.info(

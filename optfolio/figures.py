@@ -93,6 +93,13 @@ def png_data_uri(path: Path) -> str:
 
 # Each registered evaluator kind (``optfolio.evaluators``) is a row or line, in its colour.
 RANDOM_COLOR = "tab:orange"
+SAMPLES_COLOR = "tab:purple"
+# Fig. 5's baselines, named: random distinct valid candidates, and the paper's own "prompting
+# multiple times" (s raw samples, duplicates and ⊥ included). Neither follows a ranking.
+BASELINE_SELECTIONS = {
+    "random": (RANDOM_COLOR, "random distinct candidates"),
+    "samples": (SAMPLES_COLOR, "random raw samples"),
+}
 SCORE_AXIS = np.linspace(-0.05, 1.05, 221)  # normalized judge scores lie in [0, 1]
 
 
@@ -110,8 +117,11 @@ def fig5_mean_lines(fixed_size: pd.DataFrame) -> pd.DataFrame:
             portfolio = of_size[
                 (of_size["selection"] == "portfolio") & (of_size["evaluator"] == evaluator)
             ]
-            random = of_size[of_size["selection"] == "random"]
-            for selection, values in (("portfolio", portfolio), ("random", random)):
+            baselines = {
+                selection: of_size[of_size["selection"] == selection]
+                for selection in BASELINE_SELECTIONS
+            }
+            for selection, values in (("portfolio", portfolio), *baselines.items()):
                 rows.append(
                     {
                         "evaluator": evaluator,
@@ -178,7 +188,9 @@ def plot_fig5_min_judge(
                     kind.color,
                     "portfolio",
                 ),
-                "random": (of_size[of_size["selection"] == "random"], RANDOM_COLOR, "random"),
+            } | {
+                selection: (of_size[of_size["selection"] == selection], color, label)
+                for selection, (color, label) in BASELINE_SELECTIONS.items()
             }
             densities = False
             for selection, (values, color, label) in selections.items():
@@ -291,8 +303,17 @@ def plot_holds_correct(summary_by_alpha: pd.DataFrame, title: str) -> plt.Figure
             line["share_random_holds_correct"],
             color=color,
             linestyle=":",
-            label=f"random, same size as the {evaluator_label} portfolio",
+            label=f"random distinct candidates, same size as the {evaluator_label} portfolio",
         )
+        if "share_sample_holds_correct" in line:
+            axis.plot(
+                line["one_minus_alpha"],
+                line["share_sample_holds_correct"],
+                color=color,
+                linestyle="--",
+                alpha=0.6,
+                label=f"random raw samples, same size as the {evaluator_label} portfolio",
+            )
     baselines = {
         "mean_pass_at_1": ("pass@1", "black", "--"),
         "share_majority_vote_correct": ("majority vote", "tab:red", "-."),

@@ -4,7 +4,15 @@ The SQL in ``sql/`` computes the same things over whole datasets; this module is
 readable reference the property tests hold the SQL to. Conventions, pinned down here once:
 
 * **Probabilities** are normalized over the candidate set of a problem, invalid candidates (⊥)
-  included: ⊥ carries mass that no portfolio can collect.
+  included: ⊥ carries mass that no portfolio can collect. A text sampled n times is n samples
+  of the generator: its weight is n × its probability under the method (``frequency``: n).
+* **Answers** (beyond the paper): valid candidates whose code ran ``ok`` with objectives equal
+  under the correctness tolerance form one answer. Sorted by (objective, candidate id), a
+  candidate joins the previous one's answer when |a − b| ≤ 1e-6·max(|a|, |b|, 1) (a chain:
+  the tolerance is not transitive, and a chain is what SQL's ``lag`` computes). Any other
+  candidate, ⊥ included, is an answer of its own. An answer's weight is its members' sum, its
+  score samples are its members' samples, its id is ``answer-`` + its least candidate id;
+  answers are ranked and cut by Eq. 2 exactly as candidates are.
 * **Ranking**: valid candidates first, by evaluator score descending (a missing score ranks
   after every present one), ties broken by the md5 of ``f"{seed}:{candidate_id}"`` read as a
   little-endian 128-bit integer (DuckDB's ``md5_number``), ascending, so a run is
@@ -29,11 +37,15 @@ import numpy as np
 
 from optfolio.errors import InputError
 from optfolio.evaluators import DEFAULT_EVALUATOR, Evaluator, evaluator_kind
+from optfolio.quality import CORRECT_REL_TOL
 
 MASS_TOLERANCE = 1e-6
+ANSWER_REL_TOL = CORRECT_REL_TOL  # one answer: objectives a reviewer could not tell apart
 
 ProbabilityMethod = Literal["length_normalized", "sequence", "frequency"]
 PROBABILITY_METHODS: tuple[ProbabilityMethod, ...] = ("length_normalized", "sequence", "frequency")
+Unit = Literal["candidate", "answer"]
+UNITS: tuple[Unit, ...] = ("candidate", "answer")
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Candidate:
     valid: bool = True
     scores: Sequence[float | None] = field(default_factory=tuple)  # evaluator samples
     human_rank: int | None = None
+    objective: float | None = None  # the executed objective, when the code ran ok
 
 
 @dataclass(frozen=True)
@@ -77,24 +90,35 @@ def normalize(weights: Sequence[float]) -> np.ndarray:
     return array / total
 
 
+def probability_method_used(
+    logprob_sum: Sequence[float | None],
+    logprob_mean: Sequence[float | None],
+    method: ProbabilityMethod = "length_normalized",
+) -> ProbabilityMethod:
+    """The method a problem's p(o) is computed by: ``method``, unless some candidate lacks the
+    log-probs it needs (an endpoint that returns none): then the empirical frequency."""
+    if method not in PROBABILITY_METHODS:
+        raise InputError(f"probability method {method!r}: use one of {PROBABILITY_METHODS}")
+    source = {"length_normalized": logprob_mean, "sequence": logprob_sum}.get(method)
+    if source is None or any(value is None or not math.isfinite(value) for value in source):
+        return "frequency"
+    return method
+
+
 def weights_from_logprobs(
     logprob_sum: Sequence[float | None],
     logprob_mean: Sequence[float | None],
     n_samples: Sequence[int],
     method: ProbabilityMethod = "length_normalized",
 ) -> np.ndarray:
-    """Unnormalized p(o) per candidate of one problem, by the chosen method.
-
-    When any candidate of the problem lacks log-probs (an endpoint that returns none), the
-    whole problem falls back to the empirical frequency of equivalent candidates.
-    """
-    if method not in PROBABILITY_METHODS:
-        raise InputError(f"probability method {method!r}: use one of {PROBABILITY_METHODS}")
-    source = {"length_normalized": logprob_mean, "sequence": logprob_sum}.get(method)
-    if source is None or any(value is None or not math.isfinite(value) for value in source):
-        return np.asarray(n_samples, dtype=float)
-    logs = np.asarray(source, dtype=float)
-    return np.exp(logs - logs.max())  # shift by the max: exp(sum) of long texts underflows
+    """Unnormalized p(o) per candidate of one problem, by :func:`probability_method_used`.
+    A text sampled n times weighs n × its probability: each sample is a draw of the generator."""
+    used = probability_method_used(logprob_sum, logprob_mean, method)
+    counts = np.asarray(n_samples, dtype=float)
+    if used == "frequency":
+        return counts
+    logs = np.asarray(logprob_mean if used == "length_normalized" else logprob_sum, dtype=float)
+    return counts * np.exp(logs - logs.max())  # shift by the max: exp(sum) of long texts underflows
 
 
 def tie_break_key(seed: int, candidate_id: str) -> int:
@@ -131,6 +155,11 @@ def by_mean_score(candidates: Sequence[Candidate]) -> dict[str, float | None]:
 
 def by_p(candidates: Sequence[Candidate]) -> dict[str, float | None]:
     """Ranking source ``p``: the generator probability p(o) itself."""
+    return dict(candidate_probabilities(candidates))
+
+
+def candidate_probabilities(candidates: Sequence[Candidate]) -> dict[str, float]:
+    """p(o) of each candidate: its weight normalized over the problem's candidate set."""
     normalized = normalize([c.weight for c in candidates])
     return {c.candidate_id: float(p) for c, p in zip(candidates, normalized, strict=True)}
 
@@ -191,25 +220,108 @@ def build_portfolio(
     return Portfolio(alpha, tuple(c.candidate_id for c in ranked[:size]), reached)
 
 
+def units(
+    candidates: Sequence[Candidate], unit: Unit = "candidate"
+) -> tuple[list[Candidate], dict[str, float]]:
+    """A problem's units to rank, and each one's p: the candidates themselves, or their
+    answers (:func:`group_answers`) with p the members' p summed in candidate-id order (float
+    sums depend on order; ``sql/unit_rankings.sql`` sums in the same one)."""
+    if unit not in UNITS:
+        raise InputError(f"unit {unit!r}: use one of {UNITS}")
+    probabilities = candidate_probabilities(candidates)
+    if unit == "candidate":
+        return list(candidates), probabilities
+    answers = group_answers(candidates)
+    answer_probabilities = {
+        a.answer_id: sum(probabilities[c] for c in sorted(m.candidate_id for m in a.members))
+        for a in answers
+    }
+    return [a.as_unit() for a in answers], answer_probabilities
+
+
 def portfolios(
     candidates: Sequence[Candidate],
     alphas: Sequence[float],
     seed: int,
     evaluator: Evaluator = DEFAULT_EVALUATOR,
+    unit: Unit = "candidate",
 ) -> list[Portfolio]:
-    """Portfolios of one problem on a grid of α, ranked by the evaluator kind ``evaluator``."""
-    scores = ranking_source(evaluator)
+    """Portfolios of one problem on a grid of α, ranked by the evaluator kind ``evaluator``,
+    of candidates or of answers (``unit``; members are then answer ids)."""
+    ranking_source(evaluator)  # an unknown kind is refused even without candidates
     if not candidates:
         return [Portfolio(check_alpha(a), (), False) for a in alphas]
-    probabilities = dict(
-        zip(
-            (c.candidate_id for c in candidates),
-            normalize([c.weight for c in candidates]),
-            strict=True,
-        )
-    )
-    ranked = rank(candidates, scores(candidates), seed)
+    problem_units, probabilities = units(candidates, unit)
+    ranked = rank_units(problem_units, probabilities, seed, evaluator)
     return [build_portfolio(ranked, probabilities, alpha) for alpha in alphas]
+
+
+def rank_units(
+    problem_units: Sequence[Candidate],
+    probabilities: Mapping[str, float],
+    seed: int,
+    evaluator: Evaluator = DEFAULT_EVALUATOR,
+) -> list[Candidate]:
+    """A problem's units (:func:`units`) best first under the evaluator kind ``evaluator``;
+    the p source ranks by the units' own p (an answer's is its members' sum)."""
+    source = ranking_source(evaluator)
+    scores = probabilities if source is by_p else source(problem_units)
+    return rank(problem_units, scores, seed)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Candidates of one problem that compute the same objective (or one candidate alone)."""
+
+    answer_id: str
+    members: tuple[Candidate, ...]
+
+    @property
+    def objective(self) -> float | None:
+        return self.members[0].objective  # the least in objective order
+
+    def as_unit(self) -> Candidate:
+        """The answer as a unit to rank and cut: summed weight, pooled score samples."""
+        return Candidate(
+            self.answer_id,
+            sum(m.weight for m in self.members),
+            all(m.valid for m in self.members),
+            tuple(score for m in self.members for score in m.scores),
+            objective=self.objective,
+        )
+
+
+def same_answer(a: float, b: float) -> bool:
+    return abs(a - b) <= ANSWER_REL_TOL * max(abs(a), abs(b), 1.0)
+
+
+def group_answers(candidates: Sequence[Candidate]) -> list[Answer]:
+    """A problem's answers (module docstring), ordered by answer id."""
+
+    def groupable(c: Candidate) -> bool:
+        return c.valid and c.objective is not None and math.isfinite(c.objective)
+
+    groups: list[list[Candidate]] = []
+    previous: Candidate | None = None
+    for candidate in sorted(
+        (c for c in candidates if groupable(c)), key=lambda c: (c.objective, c.candidate_id)
+    ):
+        if previous is not None and same_answer(previous.objective, candidate.objective):  # type: ignore[arg-type]
+            groups[-1].append(candidate)
+        else:
+            groups.append([candidate])
+        previous = candidate
+    groups += [[c] for c in candidates if not groupable(c)]
+    answers = [
+        Answer("answer-" + min(m.candidate_id for m in group), tuple(group)) for group in groups
+    ]
+    return sorted(answers, key=lambda a: a.answer_id)
+
+
+def representative(answer: Answer, ranked_candidates: Sequence[Candidate]) -> str:
+    """An answer's best-ranked member in a candidate ranking."""
+    position = {c.candidate_id: i for i, c in enumerate(ranked_candidates)}
+    return min(answer.members, key=lambda m: position[m.candidate_id]).candidate_id
 
 
 def coverage(members: Sequence[str], human_rank: Mapping[str, int]) -> float | None:

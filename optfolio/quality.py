@@ -4,7 +4,12 @@
 * correct: |objective − truth| ≤ 1e-6 · max(|truth|, 1); ORLM's rule beside it: both rounded
   to integers (half away from zero, as DuckDB rounds), relative error ≤ 5%.
 * A portfolio's quality is the minimum judge score of its members: the reviewer may pick any.
-* Baselines: pass@1, pass@s (unbiased estimator over samples), majority vote over objectives.
+  A member without a parsed judge score makes that minimum unknown (None), not the minimum
+  of the others: the member it hides might be the worst.
+* Baselines: pass@1, pass@s (unbiased estimator over samples), majority vote over objectives,
+  random s-subsets of distinct valid units, and the paper's "prompting multiple times": s of
+  the N raw samples drawn at random (multiplicity counted; a ⊥ sample scores 0 and is never
+  correct).
 """
 
 from __future__ import annotations
@@ -78,9 +83,18 @@ def majority_objective(objectives: Sequence[tuple[float | None, int]], seed: int
     return min(votes, key=key)
 
 
-def draw_order_key(seed: int, draw: int, candidate_id: str) -> int:
-    digest = hashlib.md5(f"{seed}:{draw}:{candidate_id}".encode()).digest()
+def draw_order_key(seed: int, draw: int, unit_id: str) -> int:
+    digest = hashlib.md5(f"{seed}:{draw}:{unit_id}".encode()).digest()
     return int.from_bytes(digest, "little")
+
+
+def sample_draw_key(seed: int, draw: int, candidate_id: str, copy: int) -> int:
+    """Orders the raw samples in draw ``draw``: copy ``copy`` of a text sampled n times."""
+    digest = hashlib.md5(f"{seed}:{draw}:{candidate_id}#{copy}".encode()).digest()
+    return int.from_bytes(digest, "little")
+
+
+INVALID_SAMPLE_JUDGE_SCORE = 0.0  # a ⊥ sample: nothing to run, the worst a judge can give
 
 
 @dataclass(frozen=True)
@@ -92,10 +106,11 @@ class PrefixQuality:
 def prefix_quality(
     judge_scores: Sequence[float | None], correct: Sequence[bool | None]
 ) -> PrefixQuality:
-    """Quality of a portfolio (a ranking prefix): min judge score, any member correct.
-    Unknown values are ignored, as SQL's min and bool_or ignore nulls."""
-    present_scores = [s for s in judge_scores if s is not None]
+    """Quality of a portfolio (a ranking prefix): min judge score (unknown when a member has
+    none), any member correct (unknown correctness ignored, as SQL's bool_or ignores nulls)."""
     known = [c for c in correct if c is not None]
+    unknown_score = not judge_scores or any(s is None for s in judge_scores)
     return PrefixQuality(
-        min(present_scores) if present_scores else None, any(known) if known else None
+        None if unknown_score else min(judge_scores),  # type: ignore[type-var]
+        any(known) if known else None,
     )

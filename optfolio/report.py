@@ -2,7 +2,9 @@
 
 Per problem, the portfolio at a chosen α sits side by side (formulation, highlighted code, how
 the code ran, the evaluator's and the judge's scores, correct or not), with the rest of the
-candidates folded below; then the dataset summary and the run's figures.
+candidates folded below, then the answer-level portfolio (candidates with equal objectives as
+one answer, shown by its representative, its members folded under it); then the dataset
+summary and the run's figures. A run started with a calibration has its α̂ flagged.
 
 Everything an LLM wrote (formulations, code, program output, even problem texts from a
 dataset) is untrusted: the page is rendered by Jinja2 with autoescaping on, so every value is
@@ -28,14 +30,20 @@ import pandas as pd
 from markupsafe import Markup
 
 from optfolio import run_results
+from optfolio.calibration import CalibrationRecord
 from optfolio.evaluators import DEFAULT_EVALUATOR, evaluator_kind
 from optfolio.portfolio import check_alpha
 from optfolio.review import (
     DEFAULT_ALPHA,
     OUTPUT_TAIL_CHARS,
+    REPRESENTATIVE_MARK,
     ProblemReview,
+    ReviewAnswer,
     ReviewMember,
+    calibration_flag,
+    is_calibrated,
     load_reviews,
+    run_calibration,
 )
 from optfolio.store import RunStore, atomic_path
 
@@ -78,6 +86,33 @@ class OtherCandidate:
 
 
 @dataclass(frozen=True)
+class AnswerMemberRow:
+    """One member candidate of an answer: a row of the answer's folded table."""
+
+    candidate_id: str
+    representative: bool
+    rank: int  # the candidate's own rank under the evaluator
+    p: float
+    evaluator_score: float | None
+    status: str
+    objective: float | None
+    judge_score: float | None
+    correct: bool | None
+
+
+@dataclass(frozen=True)
+class AnswerCard:
+    """One answer of the answer-level portfolio: its facts, its members folded, and its
+    representative's formulation, code and output."""
+
+    answer: ReviewAnswer
+    correct: bool | None
+    facts: list[tuple[str, str]]
+    members: list[AnswerMemberRow]
+    representative: MemberCard
+
+
+@dataclass(frozen=True)
 class ProblemSection:
     number: int
     review: ProblemReview
@@ -89,6 +124,10 @@ class ProblemSection:
     decision: dict[str, Any] | None
     cards: list[MemberCard]
     others: list[OtherCandidate]
+    answer_review: ProblemReview
+    answer_held_mark: str
+    answer_line: str
+    answers: list[AnswerCard]
 
 
 @dataclass(frozen=True)
@@ -121,6 +160,11 @@ def render_report(
     evaluator_kind(evaluator)  # an unregistered kind is refused, naming the kinds
     run_results.check_run(store, run_id)
     reviews = load_reviews(store, run_id, alpha, evaluator)
+    answer_reviews = {
+        review.problem_id: review
+        for review in load_reviews(store, run_id, alpha, evaluator, unit="answer")
+    }
+    calibration = run_calibration(store, run_id)
     with run_results.connect_run(store, run_id, [alpha]) as con:
         candidates = run_results.query(
             con,
@@ -155,6 +199,7 @@ def render_report(
             solutions.get(review.problem_id),
             candidates[candidates["problem_id"] == review.problem_id],
             decisions.get(review.problem_id),
+            answer_reviews[review.problem_id],
         )
         for number, review in enumerate(reviews, start=1)
     ]
@@ -164,7 +209,8 @@ def render_report(
         # Our own constant, not data: its quotes must reach the meta tag as they are.
         content_security_policy=Markup(CONTENT_SECURITY_POLICY),
         run_id=run_id,
-        facts=header_facts(run_id, manifest, alpha, evaluator, reviews),
+        facts=header_facts(run_id, manifest, alpha, evaluator, reviews, calibration),
+        representative_mark=REPRESENTATIVE_MARK,
         problems=problems,
         alpha=alpha,
         summary_columns=list(summary.columns),
@@ -258,6 +304,7 @@ def header_facts(
     alpha: float,
     evaluator: str,
     reviews: Sequence[ProblemReview],
+    calibration: CalibrationRecord | None = None,
 ) -> list[tuple[str, str]]:
     facts = [("run", run_id), ("problems", str(len(reviews)))]
     if manifest:
@@ -274,13 +321,36 @@ def header_facts(
     facts += [
         ("portfolio", f"α = {alpha:g} (probability mass ≥ 1 − α = {1 - alpha:g})"),
         ("ranking", evaluator_kind(evaluator).label),
-        ("rendered", datetime.now(UTC).isoformat(timespec="seconds")),
     ]
+    if calibration is not None:
+        # both units are on the page: the calibrated portfolios are when α and ranking match
+        shown = is_calibrated(calibration, alpha, evaluator, calibration.unit)
+        facts.append(
+            (
+                "calibrated α̂",
+                f"α̂ = {calibration.alpha:g} ({calibration.unit}s,"
+                f" {evaluator_kind(calibration.evaluator).label}):"
+                f" {calibration_flag(calibration)} (δ = {calibration.delta:g}, calibrated on"
+                f" {calibration.problems} problems)"
+                + (
+                    ""
+                    if shown
+                    else f"; this page shows α = {alpha:g}, {evaluator} ranking: render it with"
+                    f" --alpha {calibration.alpha!r} --evaluator {calibration.evaluator} for the"
+                    " calibrated portfolio"
+                ),
+            )
+        )
+    facts.append(("rendered", datetime.now(UTC).isoformat(timespec="seconds")))
     return facts
 
 
 def held_mark(review: ProblemReview) -> str:
-    held = [m.correct for m in review.members]
+    held = (
+        [a.correct for a in review.answers]
+        if review.unit == "answer"
+        else [m.correct for m in review.members]
+    )
     if any(c is True for c in held):
         return "✓"
     return "?" if all(c is None for c in held) else "✗"
@@ -292,6 +362,7 @@ def problem_section(
     solution_truth: str | None,
     candidates: pd.DataFrame,
     decision: dict[str, Any] | None,
+    answer_review: ProblemReview,
 ) -> ProblemSection:
     mass = sum(member.p for member in review.members)
     size = len(review.members)
@@ -319,6 +390,61 @@ def problem_section(
         decision=decision,
         cards=[member_card(member) for member in review.members],
         others=other_candidates(candidates, {m.candidate_id for m in review.members}),
+        answer_review=answer_review,
+        answer_held_mark=held_mark(answer_review),
+        answer_line=answer_portfolio_line(answer_review),
+        answers=[answer_card(answer) for answer in answer_review.answers],
+    )
+
+
+def answer_portfolio_line(review: ProblemReview) -> str:
+    mass = sum(answer.p for answer in review.answers)
+    size = len(review.answers)
+    if not size:
+        return "No valid answer: the portfolio is empty."
+    if review.target_reached:
+        return (
+            f"k*(α) = {size} answer(s) holding probability mass {number(mass)}"
+            f" ≥ 1 − α = {1 - review.alpha:g}"
+        )
+    return (
+        f"1 − α = {1 - review.alpha:g} not reached: all {size} valid answer(s),"
+        f" mass {number(mass)} (the rest is on invalid candidates)"
+    )
+
+
+def answer_card(answer: ReviewAnswer) -> AnswerCard:
+    facts = [
+        ("probability p", number(answer.p, 4)),
+        ("candidates", str(answer.n_candidates)),
+        ("sampled", f"{answer.n_samples}×"),
+        (
+            "evaluator (1–100)",
+            f"{number(answer.evaluator_score, 1)} (over {answer.evaluator_samples} samples)",
+        ),
+        ("objective", number(answer.objective, 6)),
+        ("judge (0–1)", number(answer.judge_score, 2)),
+    ]
+    members = [
+        AnswerMemberRow(
+            candidate_id=m.candidate_id,
+            representative=m.candidate_id == answer.representative_id,
+            rank=m.rank,
+            p=m.p,
+            evaluator_score=m.evaluator_score,
+            status=m.execution_status or "–",
+            objective=m.objective,
+            judge_score=m.judge_score,
+            correct=correctness(m.correct),
+        )
+        for m in answer.members
+    ]
+    return AnswerCard(
+        answer=answer,
+        correct=correctness(answer.correct),
+        facts=facts,
+        members=members,
+        representative=member_card(answer.representative),
     )
 
 

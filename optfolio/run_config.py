@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from optfolio.datasets import DatasetKind
 from optfolio.errors import InputError
 from optfolio.parameters import Cli, open_alpha_grid, parse_model
+from optfolio.portfolio import ProbabilityMethod
 from sandbox import limits
 
 if TYPE_CHECKING:
@@ -115,12 +116,29 @@ class PortfolioRunParameters(BaseModel):
     limit: int | None = Field(None, ge=1, description="Only the first N problems")
     candidates: int = Field(50, ge=1, le=1000, description="Samples N per problem")
     eval_samples: int = Field(4, ge=1, le=64, description="Evaluator samples m per candidate")
-    judge_samples: int = Field(1, ge=0, le=64, description="Judge samples (0: no judging)")
+    # None is resolved to eval_samples (below): the judge scores as the evaluator does.
+    judge_samples: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Judge samples per candidate (empty: as many as the evaluator's m;"
+        " 0: no judging)",
+    )
     alphas: list[float] = Field(
         default_factory=open_alpha_grid, description="α grid, each in (0, 1)"
     )
     sizes: list[int] = Field([2, 4, 6, 8], description="Fixed portfolio sizes s")
     random_draws: int = Field(30, ge=1, le=1000, description="Random s-subsets per problem")
+    calibration: str | None = Field(
+        None,
+        description="Stored calibration (optfolio calibrate --name): its α̂ joins the α grid,"
+        " flagged calibrated",
+    )
+    p_method: ProbabilityMethod = Field(
+        "length_normalized",
+        description="Generator probability p(o): length_normalized (exp of the mean token"
+        " log-prob), sequence (exp of the summed log-prob) or frequency (share of samples)",
+    )
     # Titles name each role in the Prefect UI form (else all three read "ModelEndpoint"); on
     # the command line, --model, --base-url and --request-timeout set all three roles.
     generator: Annotated[ModelEndpoint, Cli(prefix="")] = Field(
@@ -205,6 +223,15 @@ class PortfolioRunParameters(BaseModel):
         return problems
 
     @model_validator(mode="after")
+    def _judge_samples_default_to_eval_samples(self) -> PortfolioRunParameters:
+        # The judge works under the evaluator's scoring regime, its number of samples included,
+        # unless asked for fewer (the demo). Resolved here, so the fingerprint, the manifest
+        # and every stage see the integer.
+        if self.judge_samples is None:
+            self.judge_samples = self.eval_samples
+        return self
+
+    @model_validator(mode="after")
     def _problems_or_path(self) -> PortfolioRunParameters:
         if self.problems is not None and self.path is not None:
             raise ValueError(
@@ -237,6 +264,10 @@ class PortfolioRunParameters(BaseModel):
             payload[role].pop("api_key_secret", None)
         if payload["problems"] is None:  # runs from before inline problems keep their print
             del payload["problems"]
+        if payload["calibration"] is None:  # likewise runs from before calibration
+            del payload["calibration"]
+        if payload["p_method"] == "length_normalized":  # as do runs from before p_method
+            del payload["p_method"]
         payload["sandbox"] = self.sandbox.model_dump(exclude={"parallelism"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

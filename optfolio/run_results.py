@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
-from optfolio import warehouse
+from optfolio import calibration, warehouse
 from optfolio.errors import InputError
 from optfolio.evaluators import EVALUATORS
-from optfolio.portfolio import check_alpha
+from optfolio.portfolio import UNITS, check_alpha
 from optfolio.runs import manifest_path
 from optfolio.store import RunStore, check_name
 
@@ -55,7 +55,8 @@ def assembly_settings(
         check_alpha(alpha)
     manifest = run_manifest(store, run_id)
     parameters = None if manifest is None else manifest["parameters"]
-    return warehouse.AssemblySettings.from_parameters(parameters, extra_alphas)
+    settings = warehouse.AssemblySettings.from_parameters(parameters, extra_alphas)
+    return calibration.calibrated_settings(settings, calibration.run_calibration(store, run_id))
 
 
 @contextlib.contextmanager
@@ -75,6 +76,29 @@ def query(
     return con.execute(sql, list(parameters)).df()
 
 
+def calibration_problems(
+    store: RunStore, run_ids: Sequence[str], evaluator: str, unit: str
+) -> tuple[list[calibration.CalibrationProblem], int]:
+    """The labelled problems of RUN_IDS for calibrating EVALUATOR's ranking of UNIT, each run
+    ranked as it was assembled (its own seed), and how many problems had no ground truth.
+    A run without any labelled problem is refused, naming it."""
+    if not run_ids:
+        raise InputError("give at least one --run to calibrate on")
+    problems: list[calibration.CalibrationProblem] = []
+    skipped = 0
+    for run_id in dict.fromkeys(run_ids):
+        with connect_run(store, run_id) as con:
+            found, unlabelled = calibration.read_problems(con, evaluator, unit)
+        if not found:
+            raise InputError(
+                f"run {run_id!r} has no problem with ground truth ({unlabelled} without):"
+                " calibration needs problems with a known optimum"
+            )
+        problems += found
+        skipped += unlabelled
+    return problems, skipped
+
+
 # ---- the figures' data -------------------------------------------------------------------
 
 
@@ -89,8 +113,12 @@ def correct_coverage(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def summary_by_alpha(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """The dataset summary on the α grid (portfolio, random, pass@1, majority vote)."""
-    return query(con, "select * from dataset_summary where basis = 'alpha' order by all")
+    """The candidate-level dataset summary on the α grid (portfolio, both random baselines,
+    pass@1, majority vote)."""
+    return query(
+        con,
+        "select * from dataset_summary where basis = 'alpha' and unit = 'candidate' order by all",
+    )
 
 
 def run_problem_count(con: duckdb.DuckDBPyConnection) -> int:
@@ -128,6 +156,7 @@ def write_run_figures(store: RunStore, run_id: str, out_dir: Path | None = None)
 
 SUMMARY_COLUMNS = {
     "evaluator": "evaluator",
+    "unit": "unit",
     "selection": "portfolio",
     "problems": "problems",
     "mean_portfolio_size": "mean size",
@@ -135,6 +164,7 @@ SUMMARY_COLUMNS = {
     "mean_random_min_judge": "random min judge",
     "share_portfolio_holds_correct": "holds correct",
     "share_random_holds_correct": "random holds correct",
+    "share_sample_holds_correct": "raw samples hold correct",
     "mean_pass_at_1": "pass@1",
     "mean_pass_at_size": "pass@s",
     "share_majority_vote_correct": "majority vote",
@@ -143,19 +173,22 @@ SUMMARY_COLUMNS = {
 
 def summary_table(con: duckdb.DuckDBPyConnection, alphas: Sequence[float]) -> pd.DataFrame:
     """The dataset summary for people: the fixed sizes s and the given α, one row each per
-    evaluator kind (in registry order), with a ``selection`` column saying which portfolio a
-    row is about."""
+    evaluator kind (in registry order) and unit (candidates first), with a ``selection``
+    column saying which portfolio a row is about (the run's calibrated α̂ marked)."""
     frame = query(
         con,
         """
         select * from dataset_summary
-        where basis = 'size' or list_contains(?, alpha)
-        order by list_position(?, evaluator), basis, alpha, size
+        where basis = 'size' or list_contains(?, alpha) or calibrated
+        order by list_position(?, evaluator), list_position(?, unit), basis, alpha, size
         """,
-        [list(alphas), list(EVALUATORS)],
+        [list(alphas), list(EVALUATORS), list(UNITS)],
     )
     frame["selection"] = [
-        f"best s = {int(row.size)}" if row.basis == "size" else f"α = {row.alpha:g}"
+        f"best s = {int(row.size)}"
+        if row.basis == "size"
+        else f"α = {row.alpha:g}"
+        + (" (calibrated)" if pd.notna(row.calibrated) and row.calibrated else "")
         for row in frame.itertuples()
     ]
     return frame[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)

@@ -144,6 +144,27 @@ DECISIONS = pa.schema(
     ]
 )
 
+# A conformal calibration of α (optfolio.calibration): one file per name,
+# ``<store>/calibrations/<name>.parquet`` (no run partition: it reads several runs).
+CALIBRATIONS = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("alpha", pa.float64(), nullable=False),  # α̂
+        pa.field("delta", pa.float64(), nullable=False),  # miss probability asked for
+        pa.field("evaluator", pa.string(), nullable=False),  # the ranking calibrated
+        pa.field("unit", pa.string(), nullable=False),  # candidate | answer
+        pa.field("runs", pa.list_(pa.string()), nullable=False),  # the calibration runs
+        pa.field("problems", pa.int64(), nullable=False),  # n: those with ground truth
+        pa.field("problems_never", pa.int64(), nullable=False),  # with no correct unit
+        pa.field("floor", pa.float64(), nullable=False),  # problems_never / problems
+        pa.field("achievable_delta", pa.float64(), nullable=False),  # (never + 1)/(n + 1)
+        pa.field("empirical_coverage", pa.float64(), nullable=False),  # at α̂, in calibration
+        pa.field("mean_size", pa.float64(), nullable=False),  # mean k*(α̂)
+        pa.field("settings", pa.string(), nullable=False),  # JSON: k, tolerance, skipped
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
 # ---- assembled by sql/ -------------------------------------------------------------------
 
 RANKINGS = pa.schema(

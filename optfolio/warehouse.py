@@ -24,13 +24,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from optfolio import calibration
 from optfolio.errors import InputError
-from optfolio.evaluators import EVALUATORS
+from optfolio.evaluators import DEFAULT_EVALUATOR, EVALUATORS
 from optfolio.parameters import closed_alpha_grid
 from optfolio.portfolio import MASS_TOLERANCE, PROBABILITY_METHODS, ProbabilityMethod, check_alpha
 from optfolio.quality import CORRECT_REL_TOL, ORLM_REL_TOL
 from optfolio.run_config import PortfolioRunParameters
-from optfolio.schemas import RUN_ID, STAGE_TABLES
+from optfolio.schemas import CALIBRATIONS, RUN_ID, STAGE_TABLES
 from optfolio.settings import SQL_DIR
 from optfolio.store import RunStore, atomic_path, raise_if_full
 
@@ -46,18 +47,27 @@ STAGING_VIEW_NAMES = {name: name for name in STAGE_TABLES} | {
 # sql/ files in dependency order; each becomes a view of the same name.
 ASSEMBLY_VIEWS: tuple[str, ...] = (
     "candidates",
+    "unit_members",
+    "unit_rankings",
     "rankings",
+    "answers",
+    "unit_portfolio_sizes",
     "portfolio_sizes",
     "portfolios",
+    "answer_portfolios",
     "portfolio_coverage",
     "simulation_results",
     "candidate_outcomes",
+    "unit_outcomes",
     "ranked_outcomes",
     "random_portfolios",
+    "random_samples",
     "problem_baselines",
     "quality",
     "dataset_summary",
     "review_members",
+    "review_answer_members",
+    "conformity_scores",
     "decisions",
     "fixed_size_min_judge",
     "portfolio_correct_coverage",
@@ -75,12 +85,17 @@ class AssemblySettings:
 
     alphas: Sequence[float] = field(default_factory=closed_alpha_grid)
     tie_seed: int = _RUN_DEFAULTS.seed
-    p_method: ProbabilityMethod = "length_normalized"
+    p_method: ProbabilityMethod = _RUN_DEFAULTS.p_method
     mass_tolerance: float = MASS_TOLERANCE
     sizes: Sequence[int] = tuple(_RUN_DEFAULTS.sizes)  # fixed portfolio sizes s (Fig. 5)
     random_draws: int = _RUN_DEFAULTS.random_draws  # random s-subsets per problem and size
     correct_rel_tol: float = CORRECT_REL_TOL
     orlm_rel_tol: float = ORLM_REL_TOL
+    # The run's calibrated α̂ (optfolio calibrate) and what it was calibrated for: flagged
+    # in quality and dataset_summary; it must be on the α grid.
+    calibrated_alpha: float | None = None
+    calibrated_evaluator: str | None = None
+    calibrated_unit: str | None = None
 
     def __post_init__(self) -> None:
         for alpha in self.alphas:
@@ -93,6 +108,8 @@ class AssemblySettings:
             raise InputError(f"random_draws={self.random_draws!r}: need at least one draw")
         if self.p_method not in PROBABILITY_METHODS:
             raise InputError(f"p_method {self.p_method!r}: use one of {PROBABILITY_METHODS}")
+        if self.calibrated_alpha is not None and self.calibrated_alpha not in self.alphas:
+            raise InputError(f"calibrated alpha {self.calibrated_alpha!r} is not on the α grid")
 
     @classmethod
     def from_parameters(
@@ -106,16 +123,20 @@ class AssemblySettings:
         if parameters is None:
             base = cls()
             alphas, sizes, draws, seed = base.alphas, base.sizes, base.random_draws, base.tie_seed
+            p_method = base.p_method
         else:
             if isinstance(parameters, PortfolioRunParameters):
                 parameters = parameters.model_dump()
             alphas, sizes = parameters["alphas"], parameters["sizes"]
             draws, seed = parameters["random_draws"], parameters["seed"]
+            # manifests from before p_method was a parameter: the method they were built with
+            p_method = parameters.get("p_method", _RUN_DEFAULTS.p_method)
         return cls(
             alphas=tuple(sorted({*alphas, *extra_alphas})),
             sizes=tuple(sizes),
             random_draws=draws,
             tie_seed=seed,
+            p_method=p_method,
         )
 
 
@@ -139,6 +160,7 @@ def connect(
     for table, view in STAGING_VIEW_NAMES.items():
         register_stage_table(con, store, table, view, wanted)
     register_parameters(con, settings)
+    calibration.register_calibrations(con, store)
     for name in ASSEMBLY_VIEWS:
         con.execute(f"create or replace view {name} as {read_sql(name)}")
     return con
@@ -174,6 +196,9 @@ def register_parameters(con: duckdb.DuckDBPyConnection, settings: AssemblySettin
             "random_draws": pa.array([settings.random_draws], pa.int64()),
             "correct_rel_tol": pa.array([settings.correct_rel_tol], pa.float64()),
             "orlm_rel_tol": pa.array([settings.orlm_rel_tol], pa.float64()),
+            "calibrated_alpha": pa.array([settings.calibrated_alpha], pa.float64()),
+            "calibrated_evaluator": pa.array([settings.calibrated_evaluator], pa.string()),
+            "calibrated_unit": pa.array([settings.calibrated_unit], pa.string()),
         }
     )
     size_grid = pa.table({"s": pa.array(sorted(set(settings.sizes)), pa.int64())})
@@ -191,6 +216,7 @@ def evaluators_table() -> pa.Table:
         {
             "evaluator": pa.array([kind.name for kind in kinds], pa.string()),
             "ranked_by": pa.array([kind.ranked_by for kind in kinds], pa.string()),
+            "is_default": pa.array([kind.name == DEFAULT_EVALUATOR for kind in kinds], pa.bool_()),
         }
     )
 
@@ -322,11 +348,22 @@ def write_warehouse(
                 for table, view in STAGING_VIEW_NAMES.items():
                     con.execute(f"create view {view} as {stage_view_sql(store, table, wanted)}")
                 register_parameters(con, settings or AssemblySettings())
+                con.execute(f"create view calibrations as {calibrations_view_sql(store)}")
                 for name in ASSEMBLY_VIEWS:
                     con.execute(f"create view {name} as {read_sql(name)}")
         finally:
             temp.with_name(f"{temp.name}.wal").unlink(missing_ok=True)
-    return [*STAGING_VIEW_NAMES.values(), *ASSEMBLY_VIEWS]
+    return [*STAGING_VIEW_NAMES.values(), "calibrations", *ASSEMBLY_VIEWS]
+
+
+def calibrations_view_sql(store: RunStore) -> str:
+    """Every stored calibration, read when queried; a hidden empty anchor file gives the
+    schema while there is none (DuckDB refuses a glob that matches nothing)."""
+    anchor = f"{calibration.CALIBRATIONS_DIR}/{SCHEMA_ANCHOR}"
+    if not (store.root / anchor).is_file():
+        store.write_file(anchor, CALIBRATIONS.empty_table())
+    pattern = quote_literal(str(calibration.calibrations_dir(store) / "*.parquet"))
+    return f"select * from read_parquet({pattern}, union_by_name = true)"
 
 
 def write_schema_anchor(store: RunStore, table: str) -> None:

@@ -2,7 +2,8 @@
 -- (invalid candidates ⊥ included, so their mass is counted and never collected).
 -- p_method: length_normalized (exp of mean token log-prob, the paper's default), sequence
 -- (exp of summed log-prob) or frequency (share of samples); a problem with any candidate
--- lacking log-probs falls back to frequency.
+-- lacking log-probs falls back to frequency, recorded in p_method_used. A text sampled
+-- n_samples times is that many samples of the generator: its weight is n_samples × exp(·).
 
 with
 
@@ -26,22 +27,34 @@ log_prob_stats_per_problem as (
     group by run_id, problem_id
 ),
 
+methods_used_per_problem as (
+    select
+        stats.*,
+        case
+            when settings.p_method = 'sequence' and stats.has_sum_logprobs then 'sequence'
+            when settings.p_method = 'length_normalized' and stats.has_mean_logprobs
+                then 'length_normalized'
+            else 'frequency'
+        end as p_method_used
+    from log_prob_stats_per_problem as stats
+    cross join settings
+),
+
 candidate_weights as (
     select
         stored_candidate_rows.*,
+        methods.p_method_used,
         -- shift by the problem's max before exp: exp of a long text's log-prob underflows
-        case
-            when settings.p_method = 'sequence' and stats.has_sum_logprobs
-                then exp(stored_candidate_rows.logprob_sum - stats.max_logprob_sum)
-            when settings.p_method = 'length_normalized' and stats.has_mean_logprobs
-                then exp(stored_candidate_rows.logprob_mean - stats.max_logprob_mean)
-            else stored_candidate_rows.n_samples::double
+        stored_candidate_rows.n_samples * case methods.p_method_used
+            when 'sequence' then exp(stored_candidate_rows.logprob_sum - methods.max_logprob_sum)
+            when 'length_normalized'
+                then exp(stored_candidate_rows.logprob_mean - methods.max_logprob_mean)
+            else 1.0
         end as weight
     from stored_candidate_rows
-    inner join log_prob_stats_per_problem as stats
-        on stored_candidate_rows.run_id = stats.run_id
-        and stored_candidate_rows.problem_id = stats.problem_id
-    cross join settings
+    inner join methods_used_per_problem as methods
+        on stored_candidate_rows.run_id = methods.run_id
+        and stored_candidate_rows.problem_id = methods.problem_id
 ),
 
 weight_totals_per_problem as (

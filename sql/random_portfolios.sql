@@ -1,12 +1,13 @@
--- The baseline the paper compares against (Fig. 5): s valid candidates drawn at random, in
--- random_draws seeded draws per problem. Draw d orders the valid candidates by
--- md5_number(tie_seed || ':' || d || ':' || candidate_id); its first s form a uniformly random
--- s-subset, so one ordering per draw serves every size s. One row per (run, problem, draw, s).
+-- The baseline the paper's Fig. 5 draws: s distinct valid units (candidates, or answers)
+-- picked at random, in random_draws seeded draws per problem. Draw d orders the valid units by
+-- md5_number(tie_seed || ':' || d || ':' || unit_id); its first s form a uniformly random
+-- s-subset, so one ordering per draw serves every size s. One row per (run, problem, unit,
+-- draw, s). The minimum judge score is unknown when a drawn unit has none.
 
 with
 
 outcomes as (
-    select * from candidate_outcomes
+    select * from unit_outcomes
     where valid
 ),
 
@@ -23,13 +24,14 @@ drawn_orders as (
     select
         outcomes.run_id,
         outcomes.problem_id,
+        outcomes.unit,
         draw_numbers.draw,
         outcomes.judge_score,
         outcomes.correct,
         outcomes.correct_orlm,
         md5_number(
             settings.tie_seed::varchar || ':' || draw_numbers.draw::varchar || ':'
-            || outcomes.candidate_id
+            || outcomes.unit_id
         ) as draw_key
     from outcomes
     cross join draw_numbers
@@ -40,14 +42,18 @@ prefix_quality as (
     select
         run_id,
         problem_id,
+        unit,
         draw,
         row_number() over first_s as size,
-        min(judge_score) over first_s as min_judge_score,
+        case
+            when count(judge_score) over first_s = count(*) over first_s
+                then min(judge_score) over first_s
+        end as min_judge_score,
         bool_or(correct) over first_s as holds_correct,
         bool_or(correct_orlm) over first_s as holds_correct_orlm
     from drawn_orders
     window first_s as (
-        partition by run_id, problem_id, draw
+        partition by run_id, problem_id, unit, draw
         order by draw_key
         rows between unbounded preceding and current row
     )

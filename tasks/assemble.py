@@ -10,7 +10,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from optfolio import warehouse
+from optfolio import calibration, warehouse
 from optfolio.run_config import PortfolioRunParameters, RunRef
 from optfolio.schemas import SIMULATION
 from optfolio.simulation import StudyDesign
@@ -19,7 +19,18 @@ from tasks import retry_transient
 
 SIMULATION_RESULT = "simulation/part-0.parquet"
 # Views materialized for a finished run, read by reports and by people who want files.
-RUN_OUTPUTS = ("rankings", "portfolio_sizes", "portfolios", "quality", "dataset_summary")
+# In dependency order: each is written, then read back by the views after it.
+RUN_OUTPUTS = (
+    "unit_rankings",
+    "rankings",
+    "answers",
+    "unit_portfolio_sizes",
+    "portfolio_sizes",
+    "portfolios",
+    "answer_portfolios",
+    "quality",
+    "dataset_summary",
+)
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -41,7 +52,10 @@ def assemble_run(run: RunRef, parameters: PortfolioRunParameters) -> dict[str, s
     Each view is streamed to its part by DuckDB under ``duckdb_memory_limit``, spilling to a
     hidden directory in the store (a disk, where the system temp may be memory)."""
     store, run_id = RunStore(run.store), run.run_id
-    settings = warehouse.AssemblySettings.from_parameters(parameters)
+    settings = calibration.calibrated_settings(
+        warehouse.AssemblySettings.from_parameters(parameters),
+        calibration.run_calibration(store, run_id),
+    )
     parts = {
         view: store.root / f"assembled/{view}/run_id={check_name('run id', run_id)}/part-0.parquet"
         for view in RUN_OUTPUTS

@@ -28,10 +28,10 @@ from optfolio.store import RunStore
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_portfolios(parameters: ReviewParameters) -> list[ProblemReview]:
-    """Each problem's portfolio at the parameters' α and ranking, with what the reviewer needs
-    to judge it."""
+    """Each problem's portfolio at the parameters' α, ranking and unit, with what the reviewer
+    needs to judge it."""
     p = parameters
-    return load_reviews(RunStore(p.store), p.run_id, p.alpha, p.evaluator, p.problem_ids)
+    return load_reviews(RunStore(p.store), p.run_id, p.alpha, p.evaluator, p.problem_ids, p.unit)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="publish-{review.problem_id}")
@@ -66,23 +66,29 @@ def decision_form(
     review: ProblemReview, reviewer: str, problem: str | None = None
 ) -> type[RunInput]:
     """The form the paused flow shows for REVIEW: a dropdown of the portfolio's members (best
-    first) plus ``reject all``, a comment and the reviewer's name. PROBLEM is what was wrong
-    with the previous answer, shown above the table."""
-    options = (*review.member_ids, REJECT_ALL)
+    first; under the answer unit its answers) plus ``reject all``, a comment and the reviewer's
+    name. PROBLEM is what was wrong with the previous answer, shown above the table."""
+    options = (*review.choices, REJECT_ALL)
+    # under the answer unit the choice is an answer; what a decision records is a candidate
+    choice = "answer" if review.unit == "answer" else "candidate"
+    recorded = " (its representative candidate is recorded)" if choice == "answer" else ""
     lines = [f"**Not recorded: {problem}**", ""] if problem else []
     lines += [
         summary_markdown(review),
         "",
         f"The whole portfolio (formulations, code, output) is the artifact"
-        f" `{artifact_key(review.run_id, review.problem_id)}`. Choose one candidate, or"
-        f" `{REJECT_ALL}` with a comment saying why.",
+        f" `{artifact_key(review.run_id, review.problem_id)}`. Choose one {choice}{recorded},"
+        f" or `{REJECT_ALL}` with a comment saying why.",
     ]
     form = create_model(
         "ReviewDecision",
         __base__=RunInput,
         candidate=(
             Literal[options],  # type: ignore[valid-type]  (one dropdown option per member)
-            Field(title="Candidate", description="The portfolio member you commit to"),
+            Field(
+                title=choice.capitalize(),
+                description=f"The portfolio member you commit to{recorded}",
+            ),
         ),
         comment=(str, Field("", title="Comment", description="Required when rejecting all")),
         reviewer=(str, Field(reviewer, title="Reviewer")),

@@ -22,7 +22,12 @@ from cli.options import model_command, model_options
 from optfolio.errors import InputError
 from optfolio.parameters import Cli, closed_alpha_grid, open_alpha_grid
 from optfolio.review import ReviewParameters
-from optfolio.run_config import ModelEndpoint, PortfolioRunParameters, SandboxSettings
+from optfolio.run_config import (
+    ModelEndpoint,
+    PortfolioRunParameters,
+    SandboxSettings,
+    parse_parameters,
+)
 from optfolio.settings import REPO_ROOT
 from optfolio.simulation import SimulationParameters
 from optfolio.warehouse import AssemblySettings
@@ -107,7 +112,8 @@ def test_every_field_is_an_option_with_its_default_and_description(
     # Each field the command sets has options of the command's own instead.
     for field in command_set(model):
         assert COMMAND_SET_BY[field] <= set(cli_options), field
-    defaults = model()
+    # The declared defaults: a validator may resolve one (judge_samples: the evaluator's m).
+    defaults = model.model_construct()
     for option in derived:
         param = cli_options[option.flag]
         description = option.field.description
@@ -265,6 +271,32 @@ def test_each_role_is_asked_what_its_parameters_say() -> None:
         "evaluator": (3, p.review_max_tokens, 5),
         "judge": (2, p.review_max_tokens, 5),
     }
+
+
+def test_judge_samples_default_to_the_evaluator_samples() -> None:
+    """The judge scores under the evaluator's regime: as many samples unless asked for fewer,
+    resolved in the model, so the CLI, the form, the fingerprint and the stages agree."""
+    p = PortfolioRunParameters(eval_samples=3)
+    assert p.judge_samples == 3
+    assert p.role_request("judge", ModelEndpoint()).samples == 3
+    assert PortfolioRunParameters().judge_samples == PortfolioRunParameters().eval_samples
+    assert PortfolioRunParameters(eval_samples=3, judge_samples=1).judge_samples == 1
+    assert PortfolioRunParameters(eval_samples=3, judge_samples=0).judge_samples == 0
+    # The manifest holds the integer; read back, it is the same run.
+    stored = PortfolioRunParameters.model_validate(p.model_dump(mode="json"))
+    assert stored.judge_samples == 3 and stored.fingerprint() == p.fingerprint()
+    assert p.fingerprint() == PortfolioRunParameters(eval_samples=3, judge_samples=3).fingerprint()
+    assert p.fingerprint() != PortfolioRunParameters(eval_samples=3, judge_samples=1).fingerprint()
+    # The command line and the UI form say so: empty by default, the evaluator's m meant.
+    assert _parsed(PortfolioRunParameters, ["--eval-samples", "2"]).judge_samples == 2
+    demo = ["--eval-samples", "2", "--judge-samples", "1"]  # the demo asks for fewer
+    assert _parsed(PortfolioRunParameters, demo).judge_samples == 1
+    help_text = options_of("run")["--judge-samples"].help or ""
+    assert "evaluator" in help_text
+    form = PortfolioRunParameters.model_json_schema()["properties"]["judge_samples"]
+    assert form["default"] is None and "evaluator" in form["description"]
+    with pytest.raises(InputError, match="judge_samples"):
+        parse_parameters(judge_samples=65)
 
 
 def test_no_store_default_outside_the_models() -> None:

@@ -12,6 +12,7 @@ from optfolio.portfolio import (
     normalize,
     portfolio_size,
     portfolios,
+    probability_method_used,
     rank_by_evaluator,
     tie_break_key,
     weights_from_logprobs,
@@ -129,12 +130,15 @@ def test_probability_methods() -> None:
     length = normalize(weights_from_logprobs(sums, means, counts, "length_normalized"))
     sequence = normalize(weights_from_logprobs(sums, means, counts, "sequence"))
     frequency = normalize(weights_from_logprobs(sums, means, counts, "frequency"))
-    assert length[0] == pytest.approx(1 / (1 + 2.718281828459045**-0.5))
-    assert sequence[1] == pytest.approx(2.718281828459045**-20, rel=1e-6)
+    # a text sampled 3 times is 3 samples of the generator: 3 × its probability
+    assert length[0] == pytest.approx(3 / (3 + 2.718281828459045**-0.5))
+    assert sequence[1] == pytest.approx(2.718281828459045**-20 / 3, rel=1e-6)
     assert frequency.tolist() == [0.75, 0.25]
     # an endpoint without log-probs: the problem falls back to frequencies
     fallback = normalize(weights_from_logprobs([None, -3.0], [None, -1.0], counts))
     assert fallback.tolist() == [0.75, 0.25]
+    assert probability_method_used([None, -3.0], [None, -1.0]) == "frequency"
+    assert probability_method_used(sums, means, "sequence") == "sequence"
     # very long texts: exp of the raw sum would underflow to 0/0
     assert normalize(weights_from_logprobs([-5000.0, -5001.0], [-1, -1], [1, 1], "sequence"))[
         0

@@ -15,18 +15,23 @@ import pytest
 from optfolio import warehouse
 from optfolio.evaluators import EVALUATORS
 from optfolio.portfolio import (
+    UNITS,
     Candidate,
+    group_answers,
     portfolios,
-    rank_by,
+    rank_units,
+    units,
     weights_from_logprobs,
 )
 from optfolio.quality import (
+    INVALID_SAMPLE_JUDGE_SCORE,
     draw_order_key,
     is_correct,
     is_correct_orlm,
     majority_objective,
     pass_at_k,
     prefix_quality,
+    sample_draw_key,
 )
 from optfolio.schemas import CANDIDATES, EXECUTIONS, JUDGMENTS, PROBLEMS, SCORES
 from optfolio.store import RunStore
@@ -125,16 +130,11 @@ def problem_quality(problem: dict, data: dict[str, list[dict]]) -> dict[tuple, d
     objective = {
         e["candidate_id"]: e["objective"] for e in data["executions"] if e["problem_id"] == pid
     }
-    judge: dict[str, list[float]] = defaultdict(list)
+    status = {e["candidate_id"]: e["status"] for e in data["executions"] if e["problem_id"] == pid}
+    judge: dict[str, list[float | None]] = defaultdict(list)
     for j in data["judgments"]:
         if j["problem_id"] == pid:
             judge[j["candidate_id"]].append(j["normalized_score"])
-    # an unparseable judge reply has a null score: ignored, as SQL's avg ignores nulls
-    judge_score = {
-        c: sum(present) / len(present)
-        for c, v in judge.items()
-        if (present := [x for x in v if x is not None])
-    }
     correct = {
         r["candidate_id"]: is_correct(objective[r["candidate_id"]], truth, r["valid"]) for r in rows
     }
@@ -148,57 +148,130 @@ def problem_quality(problem: dict, data: dict[str, list[dict]]) -> dict[tuple, d
         if s["problem_id"] == pid:
             scores[s["candidate_id"]].append(s["score"])
     candidates = [
-        Candidate(r["candidate_id"], float(w), r["valid"], scores[r["candidate_id"]])
+        Candidate(
+            r["candidate_id"],
+            float(w),
+            r["valid"],
+            scores[r["candidate_id"]],
+            objective=objective[r["candidate_id"]] if status[r["candidate_id"]] == "ok" else None,
+        )
         for r, w in zip(rows, weights, strict=True)
     ]
-    valid_ids = [c.candidate_id for c in candidates if c.valid]
+    members = {
+        "candidate": {c.candidate_id: [c.candidate_id] for c in candidates},
+        "answer": {
+            a.answer_id: [m.candidate_id for m in a.members] for a in group_answers(candidates)
+        },
+    }
     samples = sum(r["n_samples"] for r in rows)
     correct_samples = sum(r["n_samples"] for r in rows if correct[r["candidate_id"]])
     majority = majority_objective(
         [(objective[r["candidate_id"]], r["n_samples"]) for r in rows if r["valid"]], SEED
     )
 
-    def random_quality(size: int) -> tuple[float | None, float | None]:
-        mins, holds = [], []
-        for draw in range(DRAWS):
-            order = sorted(valid_ids, key=lambda c, d=draw: draw_order_key(SEED, d, c))[:size]
-            q = prefix_quality([judge_score.get(c) for c in order], [correct[c] for c in order])
-            mins.append(q.min_judge_score)
-            holds.append(q.holds_correct)
-        present = [m for m in mins if m is not None]
-        known = [h for h in holds if h is not None]
+    def mean_of_draws(qualities: list) -> tuple[float | None, float | None]:
+        present = [q.min_judge_score for q in qualities if q.min_judge_score is not None]
+        known = [q.holds_correct for q in qualities if q.holds_correct is not None]
         return (
             sum(present) / len(present) if present else None,
             sum(known) / len(known) if known else None,
         )
 
-    def row(members: list[str], size: int) -> dict:
-        q = prefix_quality([judge_score.get(c) for c in members], [correct[c] for c in members])
-        random_min, random_holds = random_quality(size) if size else (None, None)
-        return {
-            "portfolio_min_judge": q.min_judge_score if members else None,
-            "portfolio_holds_correct": q.holds_correct if members else None,
-            "random_min_judge": random_min,
-            "random_holds_correct": random_holds,
-            "pass_at_1": None if truth is None else correct_samples / samples,
-            "pass_at_size": None
-            if truth is None or size > samples
-            else pass_at_k(samples, correct_samples, size),
-            "majority_vote_correct": None
-            if truth is None
-            else bool(majority is not None and is_correct(majority, truth)),
-        }
+    # the raw samples: a text sampled n times is n samples; ⊥ scores 0
+    raw_samples = [(r["candidate_id"], copy) for r in rows for copy in range(r["n_samples"])]
+    valid = {r["candidate_id"]: r["valid"] for r in rows}
 
-    for evaluator in EVALUATORS:
-        for portfolio in portfolios(candidates, ALPHAS, SEED, evaluator):
-            expected[(pid, evaluator, "alpha", portfolio.alpha, portfolio.size)] = row(
-                list(portfolio.members), portfolio.size
+    def sample_quality(size: int) -> tuple[float | None, float | None]:
+        if size > len(raw_samples):
+            return None, None
+        qualities = []
+        for draw in range(DRAWS):
+            drawn = sorted(raw_samples, key=lambda s, d=draw: sample_draw_key(SEED, d, *s))[:size]
+            qualities.append(
+                prefix_quality(
+                    [
+                        unit_judge["candidate"].get(c) if valid[c] else INVALID_SAMPLE_JUDGE_SCORE
+                        for c, _ in drawn
+                    ],
+                    [correct[c] for c, _ in drawn],
+                )
             )
-        ranked = rank_by(evaluator, candidates, SEED)
-        ranked_valid = [c.candidate_id for c in ranked if c.valid]
-        for size in SIZES:
-            if size <= len(ranked_valid):
-                expected[(pid, evaluator, "size", None, size)] = row(ranked_valid[:size], size)
+        return mean_of_draws(qualities)
+
+    def pooled_mean(values: list[float | None]) -> float | None:
+        # an unparseable judge reply has a null score: ignored, as SQL's avg ignores nulls
+        present = [v for v in values if v is not None]
+        return sum(present) / len(present) if present else None
+
+    unit_judge = {
+        unit: {
+            uid: pooled_mean([x for c in cids for x in judge.get(c, [])])
+            for uid, cids in by_unit.items()
+        }
+        for unit, by_unit in members.items()
+    }
+    unit_correct = {
+        unit: {
+            uid: None if truth is None else any(correct[c] for c in cids)
+            for uid, cids in by_unit.items()
+        }
+        for unit, by_unit in members.items()
+    }
+
+    for unit in UNITS:
+        ranked_units, probabilities = units(candidates, unit)
+        valid_ids = [u.candidate_id for u in ranked_units if u.valid]
+        judge_of, correct_of = unit_judge[unit], unit_correct[unit]
+
+        def random_quality(
+            size: int, valid_ids=valid_ids, judge_of=judge_of, correct_of=correct_of
+        ):
+            qualities = []
+            for draw in range(DRAWS):
+                order = sorted(valid_ids, key=lambda c, d=draw: draw_order_key(SEED, d, c))[:size]
+                qualities.append(
+                    prefix_quality([judge_of.get(c) for c in order], [correct_of[c] for c in order])
+                )
+            return mean_of_draws(qualities)
+
+        def row(
+            chosen: list[str],
+            size: int,
+            judge_of=judge_of,
+            correct_of=correct_of,
+            random_quality=random_quality,
+        ) -> dict:
+            q = prefix_quality([judge_of.get(c) for c in chosen], [correct_of[c] for c in chosen])
+            random_min, random_holds = random_quality(size) if size else (None, None)
+            sample_min, sample_holds = sample_quality(size) if size else (None, None)
+            return {
+                "portfolio_min_judge": q.min_judge_score if chosen else None,
+                "portfolio_holds_correct": q.holds_correct if chosen else None,
+                "random_min_judge": random_min,
+                "random_holds_correct": random_holds,
+                "sample_min_judge": sample_min,
+                "sample_holds_correct": sample_holds,
+                "pass_at_1": None if truth is None else correct_samples / samples,
+                "pass_at_size": None
+                if truth is None or size > samples
+                else pass_at_k(samples, correct_samples, size),
+                "majority_vote_correct": None
+                if truth is None
+                else bool(majority is not None and is_correct(majority, truth)),
+                "calibrated": False,
+            }
+
+        for evaluator in EVALUATORS:
+            for portfolio in portfolios(candidates, ALPHAS, SEED, evaluator, unit):
+                key = (pid, unit, evaluator, "alpha", portfolio.alpha, portfolio.size)
+                expected[key] = row(list(portfolio.members), portfolio.size)
+            ranked = rank_units(ranked_units, probabilities, SEED, evaluator)
+            ranked_valid = [u.candidate_id for u in ranked if u.valid]
+            for size in SIZES:
+                if size <= len(ranked_valid):
+                    expected[(pid, unit, evaluator, "size", None, size)] = row(
+                        ranked_valid[:size], size
+                    )
     return expected
 
 
@@ -206,7 +279,7 @@ def assert_quality_matches(frame: pd.DataFrame, expected: dict[tuple, dict]) -> 
     """The ``quality`` view's rows equal the Python reference, row for row and column for column."""
     frame = frame.astype(object).where(frame.notna(), None)
     actual = {
-        (r["problem_id"], r["evaluator"], r["basis"], r["alpha"], int(r["size"])): r
+        (r["problem_id"], r["unit"], r["evaluator"], r["basis"], r["alpha"], int(r["size"])): r
         for r in frame.to_dict("records")
     }
     assert actual.keys() == expected.keys()

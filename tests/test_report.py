@@ -21,6 +21,7 @@ from tests.plugins.run_fixtures import (
     build_finished_run,
     synthetic_candidate_id,
 )
+from tests.test_review import CALIBRATED_FLAG, calibrate_run
 
 ALPHA = 0.5
 HOSTILE_SCRIPT = '<script>window.__pwned = "yes"</script>'
@@ -42,10 +43,36 @@ class PageParts(HTMLParser):
         self.member_ids: list[str] = []
         self.text: list[str] = []
         self.policies: list[str] = []
+        # answer cards: their ids, and the member rows of each (candidate, representative?)
+        # with whether the row sat inside a <details> (folded)
+        self.answer_ids: list[str] = []
+        self.answer_members: dict[str, list[tuple[str, bool, bool]]] = {}
+        self._open_details = 0
+        self.calibrated_badges = 0
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "details":
+            self._open_details -= 1
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        if tag == "details":
+            self._open_details += 1
+        if tag == "article" and "answer" in classes:
+            self.answer_ids.append(attributes.get("data-answer-id") or "")
+            self.answer_members[self.answer_ids[-1]] = []
+        if tag == "tr" and self.answer_ids and attributes.get("data-candidate-id"):
+            self.answer_members[self.answer_ids[-1]].append(
+                (
+                    attributes["data-candidate-id"] or "",
+                    "representative" in classes,
+                    self._open_details > 0,
+                )
+            )
+        if tag == "span" and {"badge", "calibrated"} <= set(classes):
+            self.calibrated_badges += 1
         self.references += [v or "" for k, v in attrs if k in ("src", "href", "srcset", "action")]
         if tag == "meta" and attributes.get("http-equiv") == "Content-Security-Policy":
             self.policies.append(attributes.get("content") or "")
@@ -69,6 +96,24 @@ def portfolio_members(store: RunStore, run_id: str, alpha: float = ALPHA) -> lis
             "select candidate_id from portfolios where evaluator = 'llm' order by problem_id, rank"
         ).fetchall()
     return [row[0] for row in rows]
+
+
+def answer_portfolio_members(
+    store: RunStore, run_id: str, alpha: float = ALPHA
+) -> dict[str, list[tuple[str, bool]]]:
+    """Each answer of the LLM-ranked answer portfolios, best first per problem: its members,
+    the representative first and marked."""
+    settings = warehouse.AssemblySettings(alphas=(alpha,))
+    with warehouse.connect(store, [run_id], settings) as con:
+        rows = con.execute(
+            "select answer_id, candidate_id, is_representative from review_answer_members"
+            " where evaluator = 'llm'"
+            " order by problem_id, answer_rank, is_representative desc, rank"
+        ).fetchall()
+    members: dict[str, list[tuple[str, bool]]] = {}
+    for answer_id, candidate_id, representative in rows:
+        members.setdefault(answer_id, []).append((candidate_id, representative))
+    return members
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +295,53 @@ def test_a_reviewer_decision_is_shown_with_the_portfolio(tmp_path: Path) -> None
     text = "".join(parts.text)
     assert f"Reviewer decision: ana chose {chosen}" in text
     assert "simplest <i>model</i>" in text and "i" not in parts.tags
+
+
+def test_the_answer_portfolio_is_beside_the_candidates_with_members_folded(report_page) -> None:
+    out, store, run_id = report_page
+    parts = parse(out.read_text())
+    expected = answer_portfolio_members(store, run_id)
+    assert parts.answer_ids == list(expected)  # each answer once, per problem best first
+    for answer_id, members in expected.items():
+        shown = parts.answer_members[answer_id]
+        assert [(c, rep) for c, rep, _ in shown] == members
+        assert all(folded for _, _, folded in shown), answer_id
+        assert sum(rep for _, rep in members) == 1
+    # the fixture's answers: best and also_right fold into one, best representing it
+    diet = [
+        answer_id
+        for answer_id, members in expected.items()
+        if synthetic_candidate_id("diet", "best") in dict(members)
+    ]
+    assert expected[diet[0]] == [
+        (synthetic_candidate_id("diet", "best"), True),
+        (synthetic_candidate_id("diet", "also_right"), False),
+    ]
+    text = "".join(parts.text)
+    assert "Answer-level portfolio" in text and "Representative c-" in text
+    # the candidate-level portfolio is as before (test_every_portfolio_member_is_on_the_page)
+    assert parts.member_ids == portfolio_members(store, run_id)
+    assert parts.calibrated_badges == 0 and "calibrated α̂" not in text
+
+
+def test_the_calibrated_alpha_is_flagged_only_on_a_calibrated_run(tmp_path: Path) -> None:
+    store, run_id = build_finished_run(tmp_path / "store", "calibrated")
+    calibrate_run(store, run_id, alpha=ALPHA, delta=0.1, evaluator="llm", unit="answer")
+    out = tmp_path / "report.html"
+    write_report(store, run_id, out, alpha=ALPHA)
+    page = out.read_text()
+    parts = parse(page)
+    text = "".join(parts.text)
+    assert "calibrated α̂" in text and CALIBRATED_FLAG in text
+    # one flag per problem, on the answer-level portfolio (the calibrated unit) only
+    assert parts.calibrated_badges == len(SYNTHETIC_PROBLEMS)
+    for section in page.split('<section class="problem"')[1:]:
+        candidates, answers = section.split('<div class="answer-portfolio">')
+        assert "badge calibrated" not in candidates
+        assert answers.count("badge calibrated") == 1
+    # at another α the page names α̂ but flags no portfolio
+    elsewhere = tmp_path / "elsewhere.html"
+    write_report(store, run_id, elsewhere, alpha=0.3)
+    other = parse(elsewhere.read_text())
+    assert other.calibrated_badges == 0
+    assert "render it with --alpha 0.5 --evaluator llm" in "".join(other.text)

@@ -2,7 +2,10 @@
 decisions, the `decisions` table and view, the review form's schema and `optfolio review`.
 
 The run is the synthetic one of tests/plugins/run_fixtures.py (no LLM, no Docker): with the
-LLM evaluator and α = 0.5 each problem's portfolio is `best`, `wrong`, `also_right`.
+LLM evaluator and α = 0.5 each problem's portfolio is `best`, `wrong`, `also_right`. `best`
+and `also_right` find the same objective, so they are one answer; at α = 0.5 the answer
+portfolio is {`wrong`} then {`best`, `also_right`} (ranked by the mean of all their samples,
+72.5 against 71.25), `best` representing the second.
 """
 
 from __future__ import annotations
@@ -11,23 +14,29 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from optfolio import warehouse
+from optfolio.calibration import CalibrationRecord, pin_run_calibration, save_calibration
 from optfolio.errors import InputError
 from optfolio.review import (
     REJECT_ALL,
     ProblemReview,
+    ReviewAnswer,
+    ReviewParameters,
     artifact_key,
     decided_problems,
     load_reviews,
     make_decision,
     read_decisions,
     review_markdown,
+    summary_markdown,
     write_decision,
 )
+from optfolio.runs import manifest_path, write_json_atomically
 from optfolio.store import RunStore
 from tests.plugins.run_fixtures import SYNTHETIC_PROBLEMS, build_finished_run
 from tests.plugins.run_fixtures import synthetic_candidate_id as cid
@@ -46,8 +55,60 @@ def _review(store: RunStore, run_id: str, problem: str, alpha: float = 0.5) -> P
     return review
 
 
+def _answer_review(
+    store: RunStore, run_id: str, problem: str, alpha: float = 0.5, evaluator: str = "llm"
+) -> ProblemReview:
+    [review] = load_reviews(store, run_id, alpha, evaluator, [problem], unit="answer")
+    return review
+
+
+def _answer_of(review: ProblemReview, problem: str, role: str) -> ReviewAnswer:
+    """The answer holding the candidate playing ROLE."""
+    wanted = cid(problem, role)
+    return next(a for a in review.answers if wanted in [m.candidate_id for m in a.members])
+
+
 def _optfolio(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*OPTFOLIO, *args], capture_output=True, text=True, timeout=120)
+
+
+CALIBRATED_FLAG = "calibrated: holds a correct model with probability ≥ 90% on problems like these"
+
+
+def calibrate_run(
+    store: RunStore,
+    run_id: str,
+    alpha: float = 0.5,
+    delta: float = 0.1,
+    evaluator: str = "llm",
+    unit: str = "answer",
+) -> CalibrationRecord:
+    """RUN_ID as if started with ``calibration=<name>``: the stored calibration, the manifest
+    naming it and the run's own copy (the numbers besides α̂, δ, evaluator and unit are
+    plausible, not computed)."""
+    record = CalibrationRecord(
+        name="cal-review-test",
+        alpha=alpha,
+        delta=delta,
+        evaluator=evaluator,
+        unit=unit,
+        runs=("labelled-run",),
+        problems=29,
+        problems_never=1,
+        floor=1 / 29,
+        achievable_delta=2 / 30,
+        empirical_coverage=0.93,
+        mean_size=2.5,
+        settings={},
+        created_at=datetime.now(UTC),
+    )
+    save_calibration(store, record)
+    path = manifest_path(store, run_id)
+    manifest = json.loads(path.read_text())
+    manifest["parameters"]["calibration"] = record.name
+    write_json_atomically(path, manifest)
+    pin_run_calibration(store, run_id, record.name)
+    return record
 
 
 # ---- the portfolio a reviewer sees -------------------------------------------------------------
@@ -280,3 +341,168 @@ def test_cli_refuses_bad_decisions_in_one_line(
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("optfolio: error: ") and message in line
     assert not store.parts("decisions", run_id)  # the shared store stays undecided
+
+
+# ---- the answer-level portfolio (--unit answer) -------------------------------------------------
+
+
+def test_the_default_unit_is_the_candidate_and_unchanged(
+    synthetic_finished_run: tuple[RunStore, str],
+) -> None:
+    store, run_id = synthetic_finished_run
+    assert ReviewParameters(run_id="r").unit == "candidate"
+    review = _review(store, run_id, "furniture")
+    assert review.unit == "candidate" and review.answers == ()
+    roles = ["best", "wrong", "also_right"]
+    assert review.member_ids == review.choices == [cid("furniture", role) for role in roles]
+    for text in (summary_markdown(review), review_markdown(review)):
+        assert "answer-" not in text and "★" not in text
+    assert "| # | candidate | run |" in summary_markdown(review)
+
+
+def test_equal_objectives_are_one_answer_represented_by_its_best_ranked_member(
+    synthetic_finished_run: tuple[RunStore, str],
+) -> None:
+    store, run_id = synthetic_finished_run
+    candidates = {m.candidate_id: m for m in _review(store, run_id, "furniture", 0.0).members}
+    review = _answer_review(store, run_id, "furniture")
+    assert review.unit == "answer" and review.target_reached
+    assert [a.rank for a in review.answers] == [1, 2]
+    right = _answer_of(review, "furniture", "best")
+    wrong = _answer_of(review, "furniture", "wrong")
+    assert [a.answer_id for a in review.answers] == [wrong.answer_id, right.answer_id]
+    # best and also_right both find 120: one answer, best (ranked 1st by the LLM) represents it
+    same = sorted([cid("furniture", "best"), cid("furniture", "also_right")])
+    assert sorted(m.candidate_id for m in right.members) == same
+    assert right.answer_id == f"answer-{same[0]}"
+    assert right.representative_id == right.members[0].candidate_id == cid("furniture", "best")
+    assert right.representative.formulation and "(best)" in right.representative.formulation
+    assert [m.rank for m in right.members] == [1, 3]  # their own ranks among candidates
+    assert (right.n_candidates, right.n_samples, right.evaluator_samples) == (2, 2, 4)
+    assert right.p == pytest.approx(sum(candidates[c].p for c in same))
+    assert right.evaluator_score == pytest.approx((90 + 85 + 60 + 50) / 4)
+    assert right.judge_score == pytest.approx(((95.05 - 1) / 99 + (80.2 - 1) / 99) / 2)
+    assert (right.objective, right.correct, wrong.correct) == (120.0, True, False)
+    also_right = right.members[1]
+    assert also_right.execution_status == "ok" and "OBJECTIVE: 120.0" in (also_right.stdout or "")
+    # what a choice records: each answer's representative
+    assert review.member_ids == [a.representative_id for a in review.answers]
+    assert review.choices == [a.answer_id for a in review.answers]
+    # α = 0: every valid answer, each candidate in one answer only, never ⊥; a crash is its own
+    everything = _answer_review(store, run_id, "furniture", alpha=0.0)
+    held = [m.candidate_id for a in everything.answers for m in a.members]
+    assert len(held) == len(set(held)) == 4 and cid("furniture", "invalid") not in held
+    crash = _answer_of(everything, "furniture", "crashes")
+    assert (crash.n_candidates, crash.correct, crash.objective) == (1, False, None)
+
+
+def test_the_answer_listing_shows_each_answer_once_with_its_members_under_it(
+    synthetic_finished_run: tuple[RunStore, str],
+) -> None:
+    store, run_id = synthetic_finished_run
+    review = _answer_review(store, run_id, "shipping")
+    text = summary_markdown(review)
+    assert text.startswith("**shipping**: answer portfolio of 2 at α = 0.5")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "answer-" in line]
+    assert [row.split(" | ")[1] for row in rows] == review.choices  # each once, best first
+    folded: dict[str, list[tuple[str, bool]]] = {}
+    for line in text.splitlines():
+        if heading := re.match(r"- #\d+ `(answer-[^`]+)`", line):
+            folded[heading[1]] = []
+        elif member := re.match(r"  - (★ )?`(c-[^`]+)`", line):
+            folded[list(folded)[-1]].append((member[2], member[1] is not None))
+    assert list(folded) == review.choices
+    for answer in review.answers:
+        expected = [
+            (m.candidate_id, m.candidate_id == answer.representative_id) for m in answer.members
+        ]
+        assert folded[answer.answer_id] == expected
+    assert sum(marked for rows in folded.values() for _, marked in rows) == len(review.answers)
+    # the artifact: each answer once, in full by its representative only
+    full = review_markdown(review)
+    for answer in review.answers:
+        assert full.count(f"## #{answer.rank} answer `{answer.answer_id}`") == 1
+        assert full.count(f"### Representative `{answer.representative_id}`") == 1
+    assert "Formulation (best)" in full and "Formulation (also_right)" not in full
+
+
+def test_choosing_an_answer_records_its_representative(finished_run: tuple[RunStore, str]) -> None:
+    store, run_id = finished_run
+    review = _answer_review(store, run_id, "diet")
+    right = _answer_of(review, "diet", "best")
+    decision = make_decision(review, right.answer_id, reviewer="ann")
+    assert (decision.decision, decision.candidate_id) == ("chosen", cid("diet", "best"))
+    # the representative's own id names the same answer
+    assert make_decision(review, cid("diet", "best")).candidate_id == cid("diet", "best")
+    # a member that does not represent its answer is no choice here; nor a candidate id at all
+    for outsider in (cid("diet", "also_right"), cid("diet", "crashes"), "answer-c-nope"):
+        with pytest.raises(InputError) as refused:
+            make_decision(review, outsider)
+        message = str(refused.value)
+        assert f"problem 'diet': answer {outsider!r} is not in the answer portfolio" in message
+        assert "alpha=0.5" in message and right.answer_id in message
+    write_decision(store, decision)
+    [row] = read_decisions(store, run_id)
+    assert (row["candidate_id"], row["correct"], row["alpha"]) == (cid("diet", "best"), True, 0.5)
+
+
+def test_the_answer_form_offers_the_answers(synthetic_finished_run: tuple[RunStore, str]) -> None:
+    from tasks.review import decision_form
+
+    store, run_id = synthetic_finished_run
+    review = _answer_review(store, run_id, "diet")
+    schema = decision_form(review, reviewer="ann").model_json_schema()
+    candidate = schema["properties"]["candidate"]
+    assert candidate["enum"] == [*review.choices, REJECT_ALL]
+    assert candidate["title"] == "Answer" and "representative" in candidate["description"]
+    assert all(choice.startswith("answer-") for choice in review.choices)
+
+
+def test_the_calibrated_portfolio_is_flagged_and_no_other(
+    finished_run: tuple[RunStore, str],
+) -> None:
+    store, run_id = finished_run
+    uncalibrated = _answer_review(store, run_id, "diet")
+    assert uncalibrated.calibration is None and "calibrated" not in summary_markdown(uncalibrated)
+    calibrate_run(store, run_id, alpha=0.5, delta=0.1, evaluator="llm", unit="answer")
+    calibrated = _answer_review(store, run_id, "diet")
+    assert calibrated.calibration_flag == CALIBRATED_FLAG
+    assert CALIBRATED_FLAG in summary_markdown(calibrated)
+    # another α, ranking or unit: not the calibrated portfolio
+    others = [
+        _review(store, run_id, "diet"),
+        _answer_review(store, run_id, "diet", alpha=0.4),
+        _answer_review(store, run_id, "diet", evaluator="generator"),
+    ]
+    for other in others:
+        assert other.calibration is None and "calibrated" not in summary_markdown(other)
+
+
+def test_cli_review_by_answer(finished_run: tuple[RunStore, str]) -> None:
+    import typer.main
+
+    from cli import app
+
+    show = typer.main.get_command(app).commands["review"].commands["show"]  # type: ignore[attr-defined]
+    [unit] = [p for p in show.params if "--unit" in p.opts]
+    assert unit.default == "candidate"
+    assert unit.help == ReviewParameters.model_fields["unit"].description
+
+    store, run_id = finished_run
+    common = ["--store", str(store.root), "--run", run_id, "--unit", "answer"]
+    review = _answer_review(store, run_id, "diet")
+    right = _answer_of(review, "diet", "best")
+    shown = _optfolio("review", "show", *common, "--problem", "diet")
+    assert shown.returncode == 0, shown.stderr
+    assert "answer portfolio of 2" in shown.stdout and f"★ `{cid('diet', 'best')}`" in shown.stdout
+    assert f"  - `{cid('diet', 'also_right')}`" in shown.stdout  # folded, not marked
+    decided = _optfolio(
+        "review", "decide", *common, "--problem", "diet", "--choose", right.answer_id
+    )
+    assert decided.returncode == 0, decided.stderr
+    assert (
+        f"diet: chose answer {right.answer_id}, recorded as its representative"
+        f" {cid('diet', 'best')}" in decided.stdout
+    )
+    [row] = read_decisions(store, run_id)
+    assert row["candidate_id"] == cid("diet", "best")

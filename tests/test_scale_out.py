@@ -273,7 +273,7 @@ def test_sql_assembly_over_ten_thousand_problems(tmp_path: Path) -> None:
         ).fetchone()
         summary = con.execute(
             "select evaluator, basis, problems, mean_pass_at_1 from dataset_summary"
-            " where basis = 'alpha' and alpha = 0.5 order by evaluator"
+            " where basis = 'alpha' and alpha = 0.5 and unit = 'candidate' order by evaluator"
         ).fetchall()
     assert [row[:3] for row in sizes] == [
         (evaluator, alpha, LOAD_PROBLEMS)

@@ -28,7 +28,7 @@ from tests.plugins.run_fixtures import build_finished_run
 
 CLI = Path(sys.executable).with_name("optfolio")
 SUMMARY = "select * from dataset_summary order by all"
-EVERY_VIEW = {*warehouse.STAGING_VIEW_NAMES.values(), *warehouse.ASSEMBLY_VIEWS}
+EVERY_VIEW = {*warehouse.STAGING_VIEW_NAMES.values(), "calibrations", *warehouse.ASSEMBLY_VIEWS}
 PARAMETER_TABLES = {"alpha_grid", "run_settings", "size_grid", "evaluators"}
 
 # Run in a fresh interpreter: what the file holds and what a query over it gives.
@@ -200,3 +200,18 @@ def test_assembly_runs_under_the_runs_duckdb_memory_limit(tmp_path: Path) -> Non
     starved = parameters.model_copy(update={"duckdb_memory_limit": "1KB"})
     with pytest.raises(duckdb.OutOfMemoryException):
         assemble_run.fn(RunRef(store=str(store.root), run_id=run_id), starved)
+
+
+def test_p_method_is_a_run_parameter_that_reaches_the_assembly() -> None:
+    """--p-method lands in the manifest and the SQL's run_settings; a manifest written before
+    the parameter existed assembles with the method it was built with."""
+    chosen = PortfolioRunParameters(p_method="sequence")
+    assert warehouse.AssemblySettings.from_parameters(chosen).p_method == "sequence"
+    old_manifest = PortfolioRunParameters().model_dump()
+    del old_manifest["p_method"]
+    assert warehouse.AssemblySettings.from_parameters(old_manifest).p_method == "length_normalized"
+    assert PortfolioRunParameters(p_method="frequency").fingerprint() != (
+        PortfolioRunParameters().fingerprint()
+    )
+    with pytest.raises(ValueError, match="p_method"):
+        PortfolioRunParameters(p_method="softmax")
