@@ -109,3 +109,62 @@ def test_client_over_real_server_counts_usage_and_reuses_prompt(smol_settings: L
     assert usage["requests"] == 2 and usage["samples"] == 3
     assert usage["completion_tokens"] == sum(s.token_count or 0 for s in samples)
     assert usage["cached_tokens"] > 0  # the second request found its prompt in the KV cache
+
+
+def _health(llm_server: str) -> dict:
+    import json
+
+    with urllib.request.urlopen(f"{llm_server.removesuffix('/v1')}/health", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def test_a_request_whose_client_has_gone_stops_decoding(
+    llm_server: str, raw: openai.OpenAI
+) -> None:
+    """A killed or timed-out client frees the server at once: the request decoding stops
+    within a token or so, one queued behind it never starts, and the next request is served
+    as if neither had been sent (seeded output unchanged)."""
+    import threading
+
+    import httpx
+
+    probe = {"model": SMOL, "messages": PROMPT, "max_tokens": 16, "seed": 3}
+    before_text = raw.chat.completions.create(**probe).choices[0].message.content
+    first_id = max((r["id"] for r in _health(llm_server)["recent"]), default=0)
+    n, max_tokens = 8, 1000
+    long_body = {
+        "model": SMOL,
+        "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}],
+        "n": n,
+        "max_tokens": max_tokens,
+        "seed": 1,
+    }
+    url = f"{llm_server}/chat/completions"
+    timeouts: list[str] = []
+
+    def give_up_after(seconds: float) -> None:
+        try:
+            httpx.post(url, json=long_body, timeout=httpx.Timeout(seconds, connect=5.0))
+        except httpx.ReadTimeout:
+            timeouts.append(f"{seconds}")
+
+    decoding = threading.Thread(target=give_up_after, args=(3.0,))
+    decoding.start()
+    while _health(llm_server)["queued"] < 1:  # the first holds the model before the second
+        pass
+    queued = threading.Thread(target=give_up_after, args=(1.0,))
+    queued.start()
+    decoding.join()
+    queued.join()
+    assert sorted(timeouts) == ["1.0", "3.0"]
+
+    after_text = raw.chat.completions.create(**probe).choices[0].message.content
+    assert after_text == before_text
+    health = _health(llm_server)
+    records = [r for r in health["recent"] if r["id"] > first_id]
+    assert [r["status"] for r in records] == ["abandoned", "abandoned", "completed"]
+    long_request, queued_request, _ = records
+    # Decoding stopped soon after its client left: far from the n × max_tokens asked for.
+    assert 0 < long_request["decoded"] < n * max_tokens // 4
+    assert queued_request["decoded"] == 0  # it never reached the model
+    assert health["queued"] == 0

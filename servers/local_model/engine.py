@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,18 @@ _TOP_P_CANDIDATES = 512  # exact top-p without a full sort whenever these hold t
 
 class RequestError(ValueError):
     """The request cannot be served as asked (too long a prompt, bad parameter)."""
+
+
+class Abandoned(Exception):
+    """The request's client went away: decoding stopped after ``decoded`` new tokens."""
+
+    def __init__(self, decoded: int) -> None:
+        super().__init__(f"abandoned after {decoded} decoded token(s)")
+        self.decoded = decoded
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -129,18 +141,33 @@ class Engine:
 
     # ---- generation ----------------------------------------------------------------------
 
-    def complete(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Completion:
+    def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        params: SamplingParams,
+        *,
+        abandoned: Callable[[], bool] = _never,
+    ) -> Completion:
+        """The ``n`` samples; raises :class:`Abandoned` as soon as ``abandoned()`` says the
+        client has gone (checked before the prompt and after every token), so no core decodes
+        an answer nobody will read."""
         prompt = self.prompt_tokens(messages)
         if len(prompt) >= self.n_ctx:
             raise RequestError(f"prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
         max_tokens = min(params.max_tokens, self.n_ctx - len(prompt))
         rng = np.random.default_rng(params.seed)
         with self._lock:
+            if abandoned():
+                raise Abandoned(0)
             reused, prompt_logits = self._decode_prompt(prompt)
-            choices = [
-                self._sample_one(prompt, prompt_logits, params, max_tokens, rng)
-                for _ in range(params.n)
-            ]
+            choices: list[Choice] = []
+            for _ in range(params.n):
+                decoded = sum(len(c.tokens) for c in choices)
+                choices.append(
+                    self._sample_one(
+                        prompt, prompt_logits, params, max_tokens, rng, abandoned, decoded
+                    )
+                )
         return Completion(choices, prompt_tokens=len(prompt), cached_prompt_tokens=reused)
 
     def _decode_prompt(self, prompt: list[int]) -> tuple[int, npt.NDArray[np.float32]]:
@@ -187,6 +214,8 @@ class Engine:
         params: SamplingParams,
         max_tokens: int,
         rng: np.random.Generator,
+        abandoned: Callable[[], bool] = _never,
+        decoded_before: int = 0,
     ) -> Choice:
         self._truncate(len(prompt))
         logits = prompt_logits
@@ -208,6 +237,8 @@ class Engine:
                     tokens = _cut_tokens(tokens, cut)
                     finish = "stop"
                     break
+            if abandoned():
+                raise Abandoned(decoded_before + len(tokens))
             if position + 1 < max_tokens:
                 logits = self._decode([token])
         tail = decoder.flush()

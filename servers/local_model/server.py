@@ -4,29 +4,47 @@ Supports what optfolio's client sends (temperature, top_p, seed, stop, max_token
 max_completion_tokens, ``n > 1``, ``logprobs`` with ``top_logprobs``) and answers with usage
 counts, ``/v1/models`` and ``/health``. Several models can be loaded at once; a request picks
 one by its ``model`` field. No streaming, tools or images: those get a 400, not silence.
+
+Requests are served one at a time, first come first served. A request whose client has gone
+(a killed run, a client timeout) stops decoding within one token, and one still queued never
+starts: otherwise a resumed run's requests, and each retry, wait behind work nobody reads.
+``/health`` says how busy the server is (``queued``) and what it did with the last requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import logging
 import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
-from servers.local_model.engine import Completion, Engine, RequestError, SamplingParams
+from servers.local_model.engine import (
+    Abandoned,
+    Completion,
+    Engine,
+    RequestError,
+    SamplingParams,
+)
 from servers.local_model.registry import KNOWN_MODELS, resolve
 
 log = logging.getLogger("servers.local_model")
 
 MAX_N = 128
 MAX_TOP_LOGPROBS = 20
+DISCONNECT_POLL_S = 0.2  # how soon a gone client's request stops
+RECENT_REQUESTS = 64  # kept for /health
 
 
 class ContentPart(BaseModel):
@@ -65,6 +83,19 @@ class ChatRequest(BaseModel):
     tools: list[Any] | None = None
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """What the server did with one request: ``completed``, or ``abandoned`` (client gone)
+    after ``decoded`` completion tokens (0: it never started)."""
+
+    id: int
+    model: str
+    n: int
+    status: str
+    decoded: int
+    seconds: float
+
+
 class ModelPool:
     """The loaded engines; requests run one at a time (decoding already uses every core)."""
 
@@ -75,6 +106,34 @@ class ModelPool:
         self.default = engines[0].name
         self.lock = threading.Lock()
         self.started = int(time.time())
+        self._ids = itertools.count(1)
+        self._state_lock = threading.Lock()
+        self.waiting = 0  # requests accepted and not finished, the one decoding included
+        self.recent: deque[RequestRecord] = deque(maxlen=RECENT_REQUESTS)
+        self.totals = {"completed": 0, "abandoned": 0, "abandoned_tokens": 0}
+
+    def next_id(self) -> int:
+        with self._state_lock:
+            self.waiting += 1
+            return next(self._ids)
+
+    def record(self, entry: RequestRecord) -> None:
+        with self._state_lock:
+            self.waiting -= 1
+            self.recent.append(entry)
+            self.totals[entry.status] = self.totals.get(entry.status, 0) + 1
+            if entry.status == "abandoned":
+                self.totals["abandoned_tokens"] += entry.decoded
+
+    def health(self) -> dict[str, Any]:
+        with self._state_lock:
+            return {
+                "status": "ok",
+                "models": list(self.engines),
+                "queued": self.waiting,
+                **self.totals,
+                "recent": [asdict(entry) for entry in self.recent],
+            }
 
     def pick(self, name: str | None) -> Engine:
         if not name:
@@ -86,7 +145,7 @@ class ModelPool:
 
 
 def create_app(pool: ModelPool) -> Any:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
@@ -106,7 +165,7 @@ def create_app(pool: ModelPool) -> Any:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(pool.engines)}
+        return pool.health()
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -116,10 +175,10 @@ def create_app(pool: ModelPool) -> Any:
         ]
         return {"object": "list", "data": data}
 
-    # A plain ``def``: FastAPI runs it in its thread pool, so the event loop keeps answering
-    # /health while a long generation holds the model.
+    # The model runs in a worker thread, so the event loop keeps answering /health and can
+    # watch this request's connection while a long generation holds the model.
     @app.post("/v1/chat/completions", response_model=None)
-    def chat(request: ChatRequest) -> dict[str, Any] | JSONResponse:
+    async def chat(request: ChatRequest, http: Request) -> dict[str, Any] | JSONResponse:
         if request.stream:
             return error(400, "stream=true is not supported", "invalid_request_error")
         if request.tools:
@@ -145,20 +204,65 @@ def create_app(pool: ModelPool) -> Any:
         )
         try:
             messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-            with pool.lock:
-                started = time.perf_counter()
-                completion = engine.complete(messages, params)
-                elapsed = time.perf_counter() - started
         except RequestError as exc:
             return error(400, str(exc), "invalid_request_error")
+        request_id = pool.next_id()
+        gone = threading.Event()
+        accepted = time.perf_counter()
+
+        def generate() -> tuple[Completion, float]:
+            with pool.lock:
+                started = time.perf_counter()
+                return engine.complete(messages, params, abandoned=gone.is_set), started
+
+        work = asyncio.ensure_future(asyncio.to_thread(generate))
+        while not work.done():
+            await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+            if not work.done() and not gone.is_set() and await http.is_disconnected():
+                gone.set()  # the worker stops at its next token, or never starts
+        try:
+            completion, started = work.result()
+        except Abandoned as exc:
+            pool.record(
+                RequestRecord(
+                    request_id,
+                    engine.name,
+                    params.n,
+                    "abandoned",
+                    exc.decoded,
+                    time.perf_counter() - accepted,
+                )
+            )
+            log.info(
+                "%s n=%d abandoned by its client after %d token(s)",
+                engine.name,
+                params.n,
+                exc.decoded,
+            )
+            return error(499, "the client closed the request", "client_closed_request")
+        except RequestError as exc:
+            pool.record(RequestRecord(request_id, engine.name, params.n, "rejected", 0, 0.0))
+            return error(400, str(exc), "invalid_request_error")
+        elapsed = time.perf_counter() - started
+        pool.record(
+            RequestRecord(
+                request_id,
+                engine.name,
+                params.n,
+                "completed",
+                completion.completion_tokens,
+                elapsed,
+            )
+        )
         log.info(
-            "%s n=%d prompt=%d (cached %d) completion=%d in %.2fs",
+            "%s n=%d prompt=%d (cached %d) completion=%d in %.2fs (waited %.2fs)",
             engine.name,
             params.n,
             completion.prompt_tokens,
             completion.cached_prompt_tokens,
             completion.completion_tokens,
             elapsed,
+            started - accepted,
         )
         return render(engine.name, completion, logprobs=request.logprobs)
 
