@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from cli import shutdown
 from optfolio.errors import OptfolioError
 
 app = typer.Typer(
@@ -42,15 +43,11 @@ def _register() -> None:
 _register()
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # SystemExit unwinds every ``with``: the local model server, Docker engine leases and
-    # sandbox containers a command started are stopped, not orphaned.
-    sys.exit(128 + signum)
-
-
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit status 2."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SystemExit unwinds every ``with`` (the local model server, Docker engine leases, sandbox
+    # containers), with a deadline for threads that would hold the exit (cli/shutdown.py).
+    signal.signal(signal.SIGTERM, shutdown.exit_on_sigterm)
     try:
         app(standalone_mode=False)
     except OptfolioError as error:

@@ -893,3 +893,42 @@ def test_missing_logprobs_make_the_ranking_fall_back_to_frequency(
     with warehouse.connect(store, ["r"]) as con:
         p = dict(con.sql("select n_samples, p from candidates order by n_samples").fetchall())
     assert p == pytest.approx({1: 1 / 3, 2: 2 / 3})
+
+
+# ---- SIGTERM ends a run promptly ---------------------------------------------------------------
+
+
+def test_sigterm_ends_a_run_within_10_s_with_parts_whole_and_containers_removed(
+    fake_llm: FakeEndpoint,
+    run_env: dict[str, str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    """What `timeout` or a scheduler does to a run: SIGTERM to the process alone, while a
+    model request that will not be answered for a long while is in flight and a sandbox
+    container runs. The run ends within 10 s (the command's own deadline: cli/shutdown.py),
+    its containers are gone, and what it wrote is whole. Last in the module: the fake's
+    slow request finishes, and counts, after the test. On embedded Prefect, as `optfolio run`
+    is used alone: its temporary server stops at exit while events are still being sent."""
+    store = RunStore(tmp_path / "store")
+    fake_llm.reset(latency=0.05)
+    embedded = {k: v for k, v in run_env.items() if k != "PREFECT_API_URL"}
+    run = start_run(embedded, store.root, "terminated", fake_llm.base_url, tmp_path / "run")
+    wait_until(lambda: bool(sandbox_containers(docker_client, run.pid)), run, "a sandbox container")
+    owner = cleanup.owner_id(run.pid)
+    fake_llm.reset(latency=25.0)  # every request from now on hangs past the deadline
+    time.sleep(2.0)  # problem 2's generation or problem 1's review is asked meanwhile
+    signalled = time.monotonic()
+    run.process.send_signal(signal.SIGTERM)
+    try:
+        code = run.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        raise AssertionError(
+            f"still running 10 s after SIGTERM: {run.output()[1][-2000:]}"
+        ) from None
+    ended_s = time.monotonic() - signalled
+    assert code == 128 + signal.SIGTERM, run.output()[1][-2000:]
+    assert cleanup.list_sandbox_containers(docker_client, owner=owner) == []
+    assert_nothing_half_written(store.root)
+    print(f"\nSIGTERM: the run ended {ended_s:.1f} s after the signal")

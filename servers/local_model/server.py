@@ -11,8 +11,8 @@ starts: otherwise a resumed run's requests, and each retry, wait behind work nob
 ``/health`` says how busy the server is (``queued``) and what it did with the last requests.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations, and
+# ``Request`` is imported inside ``create_app`` (the ``local`` extra's packages load lazily).
 import argparse
 import asyncio
 import itertools
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
 
 from servers.local_model.engine import (
     Abandoned,
@@ -145,7 +144,7 @@ class ModelPool:
 
 
 def create_app(pool: ModelPool) -> Any:
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
