@@ -46,18 +46,19 @@ summary as (
         bool_or(calibrated) as calibrated,
         count(*) as problems,
         avg(size) as mean_portfolio_size,
-        avg(portfolio_min_judge) as mean_portfolio_min_judge,
-        avg(random_min_judge) as mean_random_min_judge,
-        avg(sample_min_judge) as mean_sample_min_judge,
+        -- Float means ordered by problem: the same run gives the same bits on any thread count.
+        avg(portfolio_min_judge order by problem_id) as mean_portfolio_min_judge,
+        avg(random_min_judge order by problem_id) as mean_random_min_judge,
+        avg(sample_min_judge order by problem_id) as mean_sample_min_judge,
         avg(case when portfolio_holds_correct then 1.0 when not portfolio_holds_correct then 0.0 end)
             as share_portfolio_holds_correct,
-        avg(random_holds_correct) as share_random_holds_correct,
-        avg(sample_holds_correct) as share_sample_holds_correct,
+        avg(random_holds_correct order by problem_id) as share_random_holds_correct,
+        avg(sample_holds_correct order by problem_id) as share_sample_holds_correct,
         avg(case
             when portfolio_holds_correct_orlm then 1.0 when not portfolio_holds_correct_orlm then 0.0
         end) as share_portfolio_holds_correct_orlm,
-        avg(pass_at_1) as mean_pass_at_1,
-        avg(pass_at_size) as mean_pass_at_size,
+        avg(pass_at_1 order by problem_id) as mean_pass_at_1,
+        avg(pass_at_size order by problem_id) as mean_pass_at_size,
         avg(case when majority_vote_correct then 1.0 when not majority_vote_correct then 0.0 end)
             as share_majority_vote_correct
     from quality_rows

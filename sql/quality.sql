@@ -61,7 +61,8 @@ random_quality_by_size as (
         problem_id,
         unit,
         size,
-        avg(min_judge_score) as random_min_judge,
+        -- Ordered: a float mean must not depend on how DuckDB's threads split the rows.
+        avg(min_judge_score order by draw) as random_min_judge,
         avg(case when holds_correct then 1.0 when not holds_correct then 0.0 end)
             as random_holds_correct,
         avg(case when holds_correct_orlm then 1.0 when not holds_correct_orlm then 0.0 end)
@@ -75,7 +76,7 @@ sample_quality_by_size as (
         run_id,
         problem_id,
         size,
-        avg(min_judge_score) as sample_min_judge,
+        avg(min_judge_score order by draw) as sample_min_judge,
         avg(case when holds_correct then 1.0 when not holds_correct then 0.0 end)
             as sample_holds_correct,
         avg(case when holds_correct_orlm then 1.0 when not holds_correct_orlm then 0.0 end)

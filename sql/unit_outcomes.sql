@@ -24,7 +24,10 @@ unit_judge_scores as (
         members.problem_id,
         members.unit,
         members.unit_id,
-        avg(judgment_samples.normalized_score) as judge_score
+        avg(
+            judgment_samples.normalized_score
+            order by judgment_samples.candidate_id, judgment_samples.sample_index
+        ) as judge_score
     from members
     inner join judgment_samples
         on members.run_id = judgment_samples.run_id

@@ -57,7 +57,11 @@ mean_llm_scores as (
         members.problem_id,
         members.unit,
         members.unit_id,
-        avg(score_samples.score) as mean_score
+        -- ordered: the mean, and so the ranking, is the same bits whatever the thread count
+        avg(
+            score_samples.score
+            order by score_samples.candidate_id, score_samples.sample_index
+        ) as mean_score
     from members
     inner join score_samples
         on members.run_id = score_samples.run_id
