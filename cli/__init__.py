@@ -7,7 +7,6 @@ import Prefect lazily, inside the command, so ``import optfolio`` stays Prefect-
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 
 import typer
@@ -47,7 +46,7 @@ def main() -> None:
     """Entry point: known errors become one line on stderr and exit status 2."""
     # SystemExit unwinds every ``with`` (the local model server, Docker engine leases, sandbox
     # containers), with a deadline for threads that would hold the exit (cli/shutdown.py).
-    signal.signal(signal.SIGTERM, shutdown.exit_on_sigterm)
+    shutdown.install()
     try:
         app(standalone_mode=False)
     except OptfolioError as error:
