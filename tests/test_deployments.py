@@ -399,7 +399,7 @@ def test_portfolio_run_adhoc_run_from_the_ui(
         _fill(problem_box, "Objective (Optional)", str(UI_PROBLEM["objective"]), tab="float")
         _fill(page, "Candidates (Optional)", "2")
         _fill(page, "Eval Samples (Optional)", "1")
-        _fill(page, "Judge Samples (Optional)", "1")
+        _fill(page, "Judge Samples (Optional)", "1", tab="int")  # empty: the evaluator's m
         _fill(page, "Generator Max Tokens (Optional)", "64")
         _fill(page, "Review Max Tokens (Optional)", "64")
         for role in ROLES:  # three "Model" fields: each is reached through its role's box
