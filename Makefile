@@ -81,7 +81,7 @@ bench: setup local-model
 	$(PY) bench/portfolio_sql.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/local_llm.py
-	$(WITH_ENGINE) $(PY) bench/sandbox.py
+	$(WITH_ENGINE) $(PY) bench/sandbox_throughput.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis

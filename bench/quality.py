@@ -43,8 +43,7 @@ from pathlib import Path
 import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
-# The repository first: bench/ (this script's directory) holds a sandbox.py that would
-# shadow the sandbox package optfolio imports.
+# The repository first, so its packages win over any same-named script in bench/.
 sys.path.insert(0, str(REPO))
 
 from optfolio import calibration, run_results, warehouse  # noqa: E402

@@ -10,11 +10,11 @@ environment is never passed. The code reaches the container one of two ways (``d
   no host path is involved: works with an engine on another machine (``DOCKER_HOST=tcp://…``
   or ``ssh://…``). A read-only root refuses ``put_archive``, hence stdin.
 
-``copy`` is the default: it costs the same as a bind mount (bench/sandbox.py measured copy-in
-at 1.19x the bind mount's throughput cold and 1.05x warm, within the machine's noise), so one
-path serves local and remote engines alike; ``OPTFOLIO_SANDBOX_DELIVERY=bind`` keeps the bind
-mount for a local engine. Every path out of ``run_in`` removes the container and its job
-directory.
+``copy`` is the default: it costs the same as a bind mount (bench/sandbox_throughput.py
+measured copy-in at 1.19x the bind mount's throughput cold and 1.05x warm, within the machine's
+noise), so one path serves local and remote engines alike; ``OPTFOLIO_SANDBOX_DELIVERY=bind``
+keeps the bind mount for a local engine. Every path out of ``run_in`` removes the container and
+its job directory.
 """
 
 from __future__ import annotations

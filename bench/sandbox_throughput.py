@@ -1,6 +1,6 @@
 """Benchmark: typical candidates as bare subprocesses, in cold containers, via the warm pool.
 
-    .venv/bin/python bench/sandbox.py [--rounds 4] [--parallelism 2] [--warm 4]
+    .venv/bin/python bench/sandbox_throughput.py [--rounds 4] [--parallelism 2] [--warm 4]
 
 The same candidates (small LPs/MIPs with each solver package, sandbox/examples.py) run three
 ways at the same parallelism, in one run, the two container ways with each code delivery
