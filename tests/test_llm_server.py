@@ -72,6 +72,25 @@ def test_seed_reproduces(raw: openai.OpenAI) -> None:
     assert texts(43) != first
 
 
+def test_sample_i_is_the_same_whatever_n_and_the_batch_beside_it(raw: openai.OpenAI) -> None:
+    """Samples decode side by side in one batch (in waves of at most 8): sample i of a seeded
+    request must not depend on n, on the samples decoded beside it or on when they stop."""
+
+    def samples(n: int) -> list[tuple[str | None, list[float]]]:
+        response = raw.chat.completions.create(
+            model=SMOL, messages=PROMPT, max_tokens=24, n=n, seed=9, logprobs=True
+        )
+        return [
+            (c.message.content, [t.logprob for t in c.logprobs.content]) for c in response.choices
+        ]
+
+    three, ten = samples(3), samples(10)  # ten: a wave of 8, then one of 2
+    assert samples(1) == three[:1]
+    assert ten[:3] == three
+    assert len({text for text, _ in ten}) > 5  # distinct samples, not copies
+    assert len({len(lp) for _, lp in ten}) > 1  # they stopped at different lengths
+
+
 def test_stop_sequences_and_greedy(raw: openai.OpenAI) -> None:
     counting = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     greedy = raw.chat.completions.create(

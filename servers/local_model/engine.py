@@ -5,11 +5,15 @@ Python per token (~10× slower, upstream llama-cpp-python#1983) and it ignores `
 decode step costs what llama.cpp needs; everything per token beyond that is a few vectorized
 numpy passes over the logits (log-softmax, temperature, top-p, inverse-CDF draw).
 
-The prompt is decoded once per request and its KV cache is kept: each of the ``n`` samples
-truncates the cache back to the prompt and starts from the prompt's saved logits. The cache
-also survives across requests, so a prompt sharing a prefix with the previous one (the same
-system message and problem, say) only decodes its new tail; that reuse is reported as
-``cached_tokens``.
+The prompt is decoded once per request into sequence 0 of one unified KV cache. The ``n``
+samples are decoded side by side, one token of each per ``llama_decode`` call: each sample is
+a sequence of its own that shares the prompt's cells (``llama_memory_seq_cp`` copies no data)
+and starts from the prompt's saved logits. On a CPU, decoding is bound by reading the weights,
+and a batch of k tokens reads them once, so k samples cost far less than k times one (measured
+in ``bench/local_llm.py``). Sample i draws from its own generator seeded by (seed, i), so it
+does not depend on how many others run beside it. Sequence 0 survives across requests, so a
+prompt sharing a prefix with the previous one (the same system message and problem, say) only
+decodes its new tail; that reuse is reported as ``cached_tokens``.
 
 Log-probs reported are those of the model's own distribution (temperature 1, no top-p), which
 is what the generator probability p(o) needs, whatever temperature the sample was drawn at.
@@ -29,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 _TOP_P_CANDIDATES = 512  # exact top-p without a full sort whenever these hold the nucleus
+MAX_PARALLEL = 8  # samples decoded side by side; sequence 0 holds the prompt
+_CELLS_PER_CONTEXT = 2  # the unified KV cache holds this many full contexts
 
 
 class RequestError(ValueError):
@@ -95,17 +101,31 @@ class Engine:
         self.name = name
         self.path = path
         self._llama_cpp = llama_cpp
+        from llama_cpp import _internals
+
         n_threads = threads or max(os.cpu_count() or 1, 1)
+        # The Llama object gives the model, tokenizer and chat template; its own context is
+        # kept minimal because decoding runs in the multi-sequence context made below.
         self._llm = llama_cpp.Llama(
             model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=512,
+            n_ctx=64,
+            n_batch=64,
             n_threads=n_threads,
             n_threads_batch=n_threads,
             logits_all=False,
             verbose=False,
         )
-        self.n_ctx = self._llm.n_ctx()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * _CELLS_PER_CONTEXT
+        params.n_batch = params.n_ubatch = 512
+        params.n_seq_max = MAX_PARALLEL + 1
+        params.kv_unified = True  # one cell pool: samples share the prompt's cells
+        params.n_threads = params.n_threads_batch = n_threads
+        params.no_perf = True
+        self._ctx = _internals.LlamaContext(model=self._llm._model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+        self.n_ctx = n_ctx  # what one sample (prompt + completion) may use
+        self._cells = self._ctx.n_ctx()
         self.n_vocab = self._llm.n_vocab()
         self._vocab = self._llm._model.vocab
         self._lock = threading.Lock()
@@ -155,20 +175,24 @@ class Engine:
         if len(prompt) >= self.n_ctx:
             raise RequestError(f"prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
         max_tokens = min(params.max_tokens, self.n_ctx - len(prompt))
-        rng = np.random.default_rng(params.seed)
         with self._lock:
             if abandoned():
                 raise Abandoned(0)
             reused, prompt_logits = self._decode_prompt(prompt)
-            choices: list[Choice] = []
-            for _ in range(params.n):
-                decoded = sum(len(c.tokens) for c in choices)
-                choices.append(
-                    self._sample_one(
-                        prompt, prompt_logits, params, max_tokens, rng, abandoned, decoded
-                    )
+            try:
+                choices = self._sample_parallel(
+                    len(prompt), prompt_logits, params, max_tokens, abandoned
                 )
+            finally:
+                for sequence in range(1, MAX_PARALLEL + 1):
+                    self._drop_sequence(sequence)
         return Completion(choices, prompt_tokens=len(prompt), cached_prompt_tokens=reused)
+
+    def parallel_width(self, prompt_length: int, max_tokens: int, n: int) -> int:
+        """How many samples decode side by side: as many as asked, up to MAX_PARALLEL, while
+        every one of them may still reach ``max_tokens`` in the cell pool."""
+        room = (self._cells - prompt_length) // max(max_tokens, 1)
+        return max(1, min(n, MAX_PARALLEL, room))
 
     def _decode_prompt(self, prompt: list[int]) -> tuple[int, npt.NDArray[np.float32]]:
         if self._prompt_logits is not None and self._prompt_logits[0] == prompt:
@@ -190,62 +214,103 @@ class Engine:
         return common, logits
 
     def _truncate(self, keep: int) -> None:
-        self._llm._ctx.kv_cache_seq_rm(0, keep, -1)
+        self._ctx.kv_cache_seq_rm(0, keep, -1)
         del self._kv_tokens[keep:]
 
+    def _drop_sequence(self, sequence: int) -> None:
+        # The wrapper's kv_cache_seq_rm maps a negative id to 0: call the C API directly.
+        self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, sequence, -1, -1)
+
     def _decode(self, tokens: Sequence[int]) -> npt.NDArray[np.float32]:
-        batch = self._llm._batch
-        step = self._llm.n_batch
+        """Appends ``tokens`` to the prompt sequence 0; the last one's logits."""
+        batch = self._batch
+        step = batch._n_tokens
         for start in range(0, len(tokens), step):
             chunk = tokens[start : start + step]
             batch.set_batch(batch=chunk, n_past=len(self._kv_tokens), logits_all=False)
-            self._llm._ctx.decode(batch)
+            self._ctx.decode(batch)
             self._kv_tokens.extend(chunk)
-        # Only the chunk's last position asked for logits: output row 0.
-        pointer = self._llm._ctx.get_logits_ith(-1)
+        return self._logits_row(-1)
+
+    def _decode_step(self, step: Sequence[tuple[int, int, int]]) -> list[npt.NDArray[np.float32]]:
+        """One token for each of several sequences, as (sequence, token, position), in one
+        ``llama_decode``; their logits in the same order."""
+        batch = self._batch.batch
+        for row, (sequence, token, position) in enumerate(step):
+            batch.token[row] = token
+            batch.pos[row] = position
+            batch.n_seq_id[row] = 1
+            batch.seq_id[row][0] = sequence
+            batch.logits[row] = True
+        batch.n_tokens = len(step)
+        self._ctx.decode(self._batch)
+        return [self._logits_row(row) for row in range(len(step))]
+
+    def _logits_row(self, row: int) -> npt.NDArray[np.float32]:
+        pointer = self._ctx.get_logits_ith(row)
         return np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
         ).copy()
 
-    def _sample_one(
+    def _sample_parallel(
         self,
-        prompt: list[int],
+        prompt_length: int,
         prompt_logits: npt.NDArray[np.float32],
         params: SamplingParams,
         max_tokens: int,
-        rng: np.random.Generator,
-        abandoned: Callable[[], bool] = _never,
-        decoded_before: int = 0,
-    ) -> Choice:
-        self._truncate(len(prompt))
-        logits = prompt_logits
-        decoder = _Utf8Pieces()
-        tokens: list[TokenInfo] = []
-        finish = "length"
-        for position in range(max_tokens):
-            logprobs = _log_softmax(logits)
-            token = _draw(logits, logprobs, params.temperature, params.top_p, rng)
-            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                finish = "stop"
-                break
-            raw = self._piece(token)
-            top = self._top(logprobs, params.top_logprobs) if params.top_logprobs else ()
-            tokens.append(TokenInfo(decoder.feed(raw), raw, float(logprobs[token]), top))
-            if params.stop:
-                cut = _find_stop(tokens, params.stop)
-                if cut is not None:
-                    tokens = _cut_tokens(tokens, cut)
-                    finish = "stop"
-                    break
-            if abandoned():
-                raise Abandoned(decoded_before + len(tokens))
-            if position + 1 < max_tokens:
-                logits = self._decode([token])
-        tail = decoder.flush()
-        if tail and tokens:
-            last = tokens[-1]
-            tokens[-1] = TokenInfo(last.text + tail, last.raw, last.logprob, last.top)
-        return Choice("".join(t.text for t in tokens), finish, tokens)
+        abandoned: Callable[[], bool],
+    ) -> list[Choice]:
+        width = self.parallel_width(prompt_length, max_tokens, params.n)
+        choices: list[Choice] = []
+        decoded = 0
+        # Waves of ``width`` samples. A finished sample keeps its cells until its whole wave
+        # is done: freeing cells while other sequences still decode corrupts their attention
+        # in this llama.cpp (measured: logits off by 0.66 at the next step, then diverging).
+        for first in range(0, params.n, width):
+            indices = range(first, min(first + width, params.n))
+            running: dict[int, _Sample] = {}
+            for sequence, index in enumerate(indices, start=1):
+                self._ctx.kv_cache_seq_cp(0, sequence, 0, prompt_length)
+                running[sequence] = _Sample(index, _sample_rng(params.seed, index), prompt_logits)
+            wave = list(running.values())
+            while running:
+                step: list[tuple[int, int, int]] = []
+                for sequence, sample in list(running.items()):
+                    token = self._advance(sample, params, max_tokens)
+                    if token is None:
+                        del running[sequence]
+                    else:
+                        decoded += 1
+                        step.append((sequence, token, prompt_length + len(sample.tokens) - 1))
+                if abandoned():
+                    raise Abandoned(decoded)
+                if step:
+                    for (sequence, _, _), logits in zip(step, self._decode_step(step), strict=True):
+                        running[sequence].logits = logits
+            choices += [sample.choice() for sample in wave]
+            for sequence in range(1, len(wave) + 1):
+                self._drop_sequence(sequence)
+        return choices
+
+    def _advance(self, sample: _Sample, params: SamplingParams, max_tokens: int) -> int | None:
+        """Draws the sample's next token; the token to decode, or None when it is finished."""
+        logprobs = _log_softmax(sample.logits)
+        token = _draw(sample.logits, logprobs, params.temperature, params.top_p, sample.rng)
+        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            sample.finish = "stop"
+            return None
+        raw = self._piece(token)
+        top = self._top(logprobs, params.top_logprobs) if params.top_logprobs else ()
+        sample.tokens.append(TokenInfo(sample.decoder.feed(raw), raw, float(logprobs[token]), top))
+        if params.stop:
+            cut = _find_stop(sample.tokens, params.stop)
+            if cut is not None:
+                sample.tokens = _cut_tokens(sample.tokens, cut)
+                sample.finish = "stop"
+                return None
+        if len(sample.tokens) >= max_tokens:
+            return None  # finish stays "length"
+        return token
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -278,7 +343,33 @@ class Engine:
         return tuple(out)
 
     def close(self) -> None:
+        self._batch.close()
+        self._ctx.close()
         self._llm.close()
+
+
+@dataclass
+class _Sample:
+    """One sample being decoded: where its next token is drawn from and what it has so far."""
+
+    index: int
+    rng: np.random.Generator
+    logits: npt.NDArray[np.float32]
+    tokens: list[TokenInfo] = field(default_factory=list)
+    decoder: _Utf8Pieces = field(default_factory=lambda: _Utf8Pieces())
+    finish: str = "length"
+
+    def choice(self) -> Choice:
+        tail = self.decoder.flush()
+        if tail and self.tokens:
+            last = self.tokens[-1]
+            self.tokens[-1] = TokenInfo(last.text + tail, last.raw, last.logprob, last.top)
+        return Choice("".join(t.text for t in self.tokens), self.finish, self.tokens)
+
+
+def _sample_rng(seed: int | None, index: int) -> np.random.Generator:
+    # Seeded by (seed, index): sample i is the same whatever n and however many run beside it.
+    return np.random.default_rng(None if seed is None else [seed % 2**64, index])
 
 
 # ---- numpy sampling ------------------------------------------------------------------------
