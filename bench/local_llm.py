@@ -4,6 +4,11 @@ where its extras are installed), on one prompt, in one run. Prints tokens/s and 
 Target: with log-probs at least 0.9x the speed without. Greedy decoding (temperature 0) makes
 every configuration write the same tokens, so the times compare like with like.
 
+Then n = 1 against n = 6 samples of one request (log-probs on, temperature 1, tokens/s in all,
+counted from the choices' log-probs since some servers' usage counts one choice): serve-local,
+and, where ``xllamacpp`` is installed (``pip install xllamacpp``: llama.cpp's own server as a
+prebuilt wheel, no compiler), xllamacpp with 6 parallel slots on the same model and threads.
+
     python bench/local_llm.py [--model qwen2.5-coder-1.5b] [--tokens 96] [--repeats 2]
 """
 
@@ -69,6 +74,44 @@ def measure_pair(base_url: str, model: str, name: str, tokens: int, repeats: int
     return [plain, with_lp]
 
 
+def sampled_rate(base_url: str, model: str, n: int, tokens: int) -> float:
+    """Tokens/s in all for one request of n samples with log-probs, after a warm-up."""
+    client = openai.OpenAI(base_url=base_url, api_key=LOCAL_API_KEY, max_retries=0, timeout=900)
+    client.chat.completions.create(model=model, messages=PROMPT, max_tokens=4, temperature=0)
+    started = time.perf_counter()
+    response = client.chat.completions.create(
+        model=model,
+        messages=PROMPT,
+        max_tokens=tokens,
+        temperature=1.0,
+        n=n,
+        seed=1,
+        logprobs=True,
+        top_logprobs=1,
+    )
+    seconds = time.perf_counter() - started
+    decoded = sum(len(c.logprobs.content) for c in response.choices if c.logprobs is not None)
+    return decoded / seconds
+
+
+def xllamacpp_rates(path: str, threads: int, tokens: int) -> dict[int, float] | None:
+    """n = 1 and n = 6 on xllamacpp's in-process server, if the package is installed."""
+    if importlib.util.find_spec("xllamacpp") is None:
+        return None
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = path
+    params.n_parallel = 6
+    params.n_ctx = 4096 * 6  # split among the slots: 4096 each, as serve-local
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.port = free_port()
+    server = xllamacpp.Server(params)
+    url = server.listening_address + "/v1"
+    return {n: sampled_rate(url, "bench", n, tokens) for n in (1, 6)}
+
+
 def llama_cpp_server(path: str, threads: int) -> tuple[subprocess.Popen[bytes], str] | None:
     if importlib.util.find_spec("sse_starlette") is None:
         return None
@@ -117,6 +160,9 @@ def main() -> None:
     with LocalServer([name], threads=args.threads) as server:
         assert health_ok(server.base_url)
         results += measure_pair(server.base_url, name, "serve-local", args.tokens, args.repeats)
+        sampled = {n: sampled_rate(server.base_url, name, n, args.tokens) for n in (1, 6)}
+    # Not beside serve-local: two llama.cpp thread pools on the same cores slow each other.
+    xllamacpp = xllamacpp_rates(str(path), args.threads, args.tokens)
     upstream = llama_cpp_server(str(path), args.threads)
     if upstream is None:
         print("llama_cpp.server: not installed (pip install 'llama-cpp-python[server]'); skipped")
@@ -137,6 +183,16 @@ def main() -> None:
         f"ratio serve-local logprobs / no logprobs: {results[1].rate / results[0].rate:.3f}"
         " (target >= 0.9)"
     )
+    print(f"n = 1 vs n = 6 samples (log-probs, temperature 1), {args.tokens} tokens each:")
+    print(f"  serve-local   n=1 {sampled[1]:6.2f}  n=6 {sampled[6]:6.2f} tok/s in all")
+    if xllamacpp is None:
+        print("  xllamacpp: not installed (pip install xllamacpp); skipped")
+    else:
+        print(f"  xllamacpp     n=1 {xllamacpp[1]:6.2f}  n=6 {xllamacpp[6]:6.2f} tok/s in all")
+        print(
+            f"ratio serve-local / xllamacpp: n=1 {sampled[1] / xllamacpp[1]:.2f}, "
+            f"n=6 {sampled[6] / xllamacpp[6]:.2f}"
+        )
     if len(results) == 4:
         print(
             f"ratio serve-local logprobs / llama_cpp.server logprobs: "

@@ -85,7 +85,8 @@ class ChatRequest(BaseModel):
 @dataclass(frozen=True)
 class RequestRecord:
     """What the server did with one request: ``completed``, or ``abandoned`` (client gone)
-    after ``decoded`` completion tokens (0: it never started)."""
+    after ``decoded`` completion tokens (0: it never started). ``prompt_tokens`` and
+    ``cached_tokens`` (of those, reused from the KV cache) are known once it completed."""
 
     id: int
     model: str
@@ -93,6 +94,8 @@ class RequestRecord:
     status: str
     decoded: int
     seconds: float
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
 
 class ModelPool:
@@ -251,6 +254,8 @@ def create_app(pool: ModelPool) -> Any:
                 "completed",
                 completion.completion_tokens,
                 elapsed,
+                completion.prompt_tokens,
+                completion.cached_prompt_tokens,
             )
         )
         log.info(

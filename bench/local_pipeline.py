@@ -1,0 +1,166 @@
+"""Benchmark: a run on the embedded defaults against the local model's own compute bound.
+
+What runs, in one process tree: one ``serve-local`` (the embedded model); then, with the
+server idle, its prefill rate (tokens/s reading a long prompt nobody sent before) and its
+decode rate at every ``n`` the run will ask for (tokens/s in all, samples decoded side by side);
+then ``optfolio run`` (the real CLI: embedded Prefect, the Docker sandbox) on the shipped sample
+problems against that server, in a fresh store, so nothing is cached.
+
+The bound is what the model alone needs for the run's requests, read from the server's own
+per-request records (``/health``): Σ uncached prompt tokens / prefill rate + completion tokens
+/ decode rate at that request's n. The ratio wall / bound says how much of the run is not the
+model working: idle gaps, Python and Docker on the model's cores, Prefect. Target ≤ 1.25.
+
+This is a measurement, not a test: nothing is asserted.
+
+Usage: python bench/local_pipeline.py [--problems 2] [--candidates 4] [--eval-samples 2]
+       [--judge-samples 1] [--model qwen2.5-coder-1.5b] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import openai
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from optfolio.llm.settings import LOCAL_API_KEY  # noqa: E402
+from servers.local_model.endpoint import LocalServer  # noqa: E402
+from servers.local_model.registry import DEFAULT_MODEL, pull  # noqa: E402
+
+RATE_TOKENS = 64  # completion tokens per sample when measuring the decode rate
+# Long enough that reading it dominates the request; numbered so no prefix is cached.
+PREFILL_PARAGRAPH = (
+    "A factory makes chairs and tables from wood and labour; each chair needs 3 units of wood "
+    "and 2 hours, each table 5 units of wood and 4 hours; profit is 40 per chair and 70 per "
+    "table; there are {i}00 units of wood and {i}50 hours available. "
+)
+
+
+def health(base_url: str) -> dict[str, Any]:
+    url = base_url.removesuffix("/v1") + "/health"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def prefill_rate(client: openai.OpenAI, model: str) -> float:
+    """Prompt tokens read per second, from a prompt the server has not seen (one new token)."""
+    text = "".join(PREFILL_PARAGRAPH.format(i=i) for i in range(1, 13))
+    started = time.perf_counter()
+    response = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=1, temperature=0
+    )
+    seconds = time.perf_counter() - started
+    assert response.usage is not None
+    details = response.usage.prompt_tokens_details
+    cached = (details.cached_tokens or 0) if details else 0
+    return (response.usage.prompt_tokens - cached) / seconds
+
+
+def decode_rate(client: openai.OpenAI, model: str, n: int) -> float:
+    """Completion tokens per second in all for n samples of a short, already-read prompt."""
+    messages = [{"role": "user", "content": "Write a long Python module that models a diet LP."}]
+    client.chat.completions.create(model=model, messages=messages, max_tokens=1)  # read it
+    started = time.perf_counter()
+    response = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=RATE_TOKENS, n=n, seed=1
+    )
+    seconds = time.perf_counter() - started
+    assert response.usage is not None
+    return response.usage.completion_tokens / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=2)
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--eval-samples", type=int, default=2)
+    parser.add_argument("--judge-samples", type=int, default=1)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    pull(args.model, install=False)
+    report: dict[str, Any] = {}
+    with LocalServer([args.model]) as server, tempfile.TemporaryDirectory() as store:
+        client = openai.OpenAI(
+            base_url=server.base_url, api_key=LOCAL_API_KEY, max_retries=0, timeout=3600
+        )
+        ns = sorted({1, args.candidates, args.eval_samples, args.judge_samples} - {0})
+        prefill = prefill_rate(client, args.model)
+        decode = {n: decode_rate(client, args.model, n) for n in ns}
+        first_id = max((r["id"] for r in health(server.base_url)["recent"]), default=0)
+        command = [
+            *(sys.executable, "-c", "import cli; cli.main()", "run"),
+            *("--store", store, "--limit", str(args.problems), "--run-id", "bench"),
+            *("--candidates", str(args.candidates), "--eval-samples", str(args.eval_samples)),
+            *("--judge-samples", str(args.judge_samples), "--model", args.model),
+            *("--base-url", server.base_url, "--request-timeout", "3600"),
+        ]
+        environment = {**os.environ, "OPENAI_API_KEY": LOCAL_API_KEY}
+        started = time.perf_counter()
+        run = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if run.returncode != 0:
+            sys.exit(f"optfolio run failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+        state = health(server.base_url)
+    records = [r for r in state["recent"] if r["id"] > first_id and r["status"] == "completed"]
+    if len(records) >= len(state["recent"]):
+        print("warning: the server keeps only its last requests; the bound may miss some")
+    uncached = sum(r["prompt_tokens"] - r["cached_tokens"] for r in records)
+    completion = sum(r["decoded"] for r in records)
+    read_s = uncached / prefill
+    decode_s = sum(r["decoded"] / decode.get(r["n"], decode[1]) for r in records)
+    model_s = sum(r["seconds"] for r in records)
+    bound = read_s + decode_s
+    report = {
+        "wall_s": round(wall, 1),
+        "bound_s": round(bound, 1),
+        "ratio": round(wall / bound, 3),
+        "requests": len(records),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "uncached_prompt_tokens": uncached,
+        "completion_tokens": completion,
+        "prefill_tok_s": round(prefill, 2),
+        "decode_tok_s": {str(n): round(rate, 2) for n, rate in decode.items()},
+        "server_busy_s": round(model_s, 1),
+        "problems": args.problems,
+        "candidates": args.candidates,
+        "eval_samples": args.eval_samples,
+        "judge_samples": args.judge_samples,
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(
+        f"{args.problems} sample problems, N = {args.candidates}, m = {args.eval_samples}, "
+        f"judge samples {args.judge_samples}, model {args.model}"
+    )
+    print(
+        f"server alone: prefill {prefill:.1f} tok/s; decode "
+        + ", ".join(f"n={n} {rate:.1f}" for n, rate in decode.items())
+        + " tok/s"
+    )
+    print(
+        f"run: {len(records)} requests, {report['prompt_tokens']} prompt tokens "
+        f"({uncached} uncached), {completion} completion tokens"
+    )
+    print(
+        f"bound {bound:.1f} s (reading {read_s:.1f} s + decoding {decode_s:.1f} s); "
+        f"server busy {model_s:.1f} s; wall {wall:.1f} s"
+    )
+    print(f"ratio wall / bound: {wall / bound:.2f} (target <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()
