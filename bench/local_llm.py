@@ -162,7 +162,7 @@ def main() -> None:
         results += measure_pair(server.base_url, name, "serve-local", args.tokens, args.repeats)
         sampled = {n: sampled_rate(server.base_url, name, n, args.tokens) for n in (1, 6)}
     # Not beside serve-local: two llama.cpp thread pools on the same cores slow each other.
-    xllamacpp = xllamacpp_rates(str(path), args.threads, args.tokens)
+    xllamacpp_sampled = xllamacpp_rates(str(path), args.threads, args.tokens)
     upstream = llama_cpp_server(str(path), args.threads)
     if upstream is None:
         print("llama_cpp.server: not installed (pip install 'llama-cpp-python[server]'); skipped")
@@ -185,13 +185,14 @@ def main() -> None:
     )
     print(f"n = 1 vs n = 6 samples (log-probs, temperature 1), {args.tokens} tokens each:")
     print(f"  serve-local   n=1 {sampled[1]:6.2f}  n=6 {sampled[6]:6.2f} tok/s in all")
-    if xllamacpp is None:
+    if xllamacpp_sampled is None:
         print("  xllamacpp: not installed (pip install xllamacpp); skipped")
     else:
-        print(f"  xllamacpp     n=1 {xllamacpp[1]:6.2f}  n=6 {xllamacpp[6]:6.2f} tok/s in all")
+        one, six = xllamacpp_sampled[1], xllamacpp_sampled[6]
+        print(f"  xllamacpp     n=1 {one:6.2f}  n=6 {six:6.2f} tok/s in all")
         print(
-            f"ratio serve-local / xllamacpp: n=1 {sampled[1] / xllamacpp[1]:.2f}, "
-            f"n=6 {sampled[6] / xllamacpp[6]:.2f}"
+            f"ratio serve-local / xllamacpp: n=1 {sampled[1] / xllamacpp_sampled[1]:.2f}, "
+            f"n=6 {sampled[6] / xllamacpp_sampled[6]:.2f}"
         )
     if len(results) == 4:
         print(
