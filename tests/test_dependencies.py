@@ -91,7 +91,7 @@ def test_every_third_party_import_of_the_product_is_declared() -> None:
     declared = declared_distributions()
     assert {"pyyaml", "requests", "jinja2", "markupsafe"} <= declared[None]
     assert "prefect-dask" in declared["scale"] and "prefect-dask" not in declared[None]
-    assert {"fastapi", "uvicorn", "llama-cpp-python"} <= declared["local"]
+    assert {"fastapi", "uvicorn", "xllamacpp"} <= declared["local"]
     assert undeclared_imports(sources, ROOT, declared) == []
 
 
@@ -107,13 +107,13 @@ def test_the_scan_reports_undeclared_and_eager_extra_imports(tmp_path: Path) -> 
         "from optfolio import report\n"
         "def later():\n"
         "    import prefect_dask\n"  # lazily: fine
-        "    import llama_cpp\n"  # the local extra, not this module's
+        "    import xllamacpp\n"  # the local extra, not this module's
     )
     problems = undeclared_imports([sample], tmp_path, declared_distributions())
     assert problems == [
         "flows/portfolio_run.py:3 imports hypothesis: ['hypothesis'] not declared",
         "flows/portfolio_run.py:4 imports prefect_dask: from the scale extra, at import time",
-        "flows/portfolio_run.py:8 imports llama_cpp: ['llama-cpp-python'] not declared",
+        "flows/portfolio_run.py:8 imports xllamacpp: ['xllamacpp'] not declared",
     ]
 
 
