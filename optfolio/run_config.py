@@ -38,7 +38,10 @@ class ModelEndpoint(BaseModel):
         " local model server)",
     )
     timeout_s: Annotated[float | None, Cli("--request-timeout")] = Field(
-        None, gt=0, description="Seconds per request (empty: 300 s; the local model: 1 h)"
+        None,
+        gt=0,
+        description="Seconds a request may wait on a silent endpoint (empty: 300 s;"
+        " serve-local reports progress while it works, so there this bounds a stall)",
     )
     api_key_secret: str | None = Field(
         None,

@@ -58,7 +58,9 @@ class LLMSettings:
     model: str = DEFAULT_LOCAL_MODEL
     base_url: str | None = None
     api_key: Secret | None = field(default=None, repr=False, compare=False)
-    timeout_s: float = 300.0  # one request; local CPU generation of long answers is slow
+    # The longest the server may stay silent (httpx read timeout): serve-local sends a progress
+    # byte whenever it has decoded more, so there it bounds a stall, not a busy queue.
+    timeout_s: float = 300.0
     connect_timeout_s: float = 10.0
     concurrency: int = 4  # requests in flight at once per client
     max_retries: int = 6

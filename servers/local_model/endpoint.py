@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from optfolio.errors import ServiceUnavailable
@@ -28,7 +27,6 @@ from optfolio.run_config import ModelEndpoint, PortfolioRunParameters
 
 _START_TIMEOUT_S = 180.0  # loading 1 GB of weights on a loaded 2-core machine
 _STOP_TIMEOUT_S = 10.0
-_LOCAL_TIMEOUT_S = 3600.0
 
 
 @contextlib.contextmanager
@@ -60,10 +58,9 @@ def local_endpoint(
             if name in KNOWN_MODELS:
                 pull_model(name)
     with LocalServer(names, port=port, threads=threads) as server:
-        local = settings.with_endpoint(server.base_url, LOCAL_API_KEY)
-        # CPU decoding of n long answers takes minutes per request; a timeout there would
-        # only abandon work the server keeps doing.
-        yield replace(local, timeout_s=max(local.timeout_s, _LOCAL_TIMEOUT_S))
+        # No longer timeout for minutes of CPU decoding: serve-local sends progress bytes while
+        # it works, so the read timeout only ends a wait on a stalled server.
+        yield settings.with_endpoint(server.base_url, LOCAL_API_KEY)
 
 
 class LocalServer:

@@ -134,6 +134,7 @@ class Engine:
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._lock = threading.Lock()
+        self.decode_calls = 0  # llama_decode calls so far: how a server shows it is working
         self._kv_tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._pieces: dict[int, bytes] = {}
         self._prompt_logits: tuple[list[int], npt.NDArray[np.float32]] | None = None
@@ -204,6 +205,14 @@ class Engine:
                 return list(tokens[:count])
             size = -count  # too small: llama.cpp says how many it needs
 
+    def check_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The prompt's tokens; :class:`RequestError` when the template refuses the messages
+        or the prompt leaves no room in the context. Safe beside a decoding request."""
+        prompt = self.prompt_tokens(messages)
+        if len(prompt) >= self.n_ctx:
+            raise RequestError(f"prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
+        return prompt
+
     # ---- generation ----------------------------------------------------------------------
 
     def complete(
@@ -216,9 +225,7 @@ class Engine:
         """The ``n`` samples; raises :class:`Abandoned` as soon as ``abandoned()`` says the
         client has gone (checked before the prompt and after every token), so no core decodes
         an answer nobody will read."""
-        prompt = self.prompt_tokens(messages)
-        if len(prompt) >= self.n_ctx:
-            raise RequestError(f"prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
+        prompt = self.check_prompt(messages)
         max_tokens = min(params.max_tokens, self.n_ctx - len(prompt))
         with self._lock:
             if abandoned():
@@ -293,6 +300,7 @@ class Engine:
             batch.logits[row] = output
         batch.n_tokens = len(rows)
         status = self._lib.llama_decode(self._ctx, batch)
+        self.decode_calls += 1
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status} for a batch of {len(rows)}")
 

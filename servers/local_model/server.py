@@ -16,13 +16,14 @@ starts: otherwise a resumed run's requests, and each retry, wait behind work nob
 import argparse
 import asyncio
 import itertools
+import json
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,8 @@ log = logging.getLogger("servers.local_model")
 MAX_N = 128
 MAX_TOP_LOGPROBS = 20
 DISCONNECT_POLL_S = 0.2  # how soon a gone client's request stops
+PROGRESS_AFTER_S = 2.0  # a request not answered by then streams progress bytes, then its body
+PROGRESS_EVERY_S = 1.0
 RECENT_REQUESTS = 64  # kept for /health
 
 
@@ -137,6 +140,10 @@ class ModelPool:
                 "recent": [asdict(entry) for entry in self.recent],
             }
 
+    def progress(self) -> int:
+        """llama_decode calls made so far, all engines: it moves while the server works."""
+        return sum(engine.decode_calls for engine in self.engines.values())
+
     def pick(self, name: str | None) -> Engine:
         if not name:
             return self.engines[self.default]
@@ -149,7 +156,7 @@ class ModelPool:
 def create_app(pool: ModelPool) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title="optfolio serve-local", docs_url=None, redoc_url=None)
 
@@ -206,6 +213,9 @@ def create_app(pool: ModelPool) -> Any:
         )
         try:
             messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+            # Refused now, with its 400, rather than after a wait in the queue, when the
+            # progress bytes below have already committed the response to 200.
+            await asyncio.to_thread(engine.check_prompt, messages)
         except RequestError as exc:
             return error(400, str(exc), "invalid_request_error")
         request_id = pool.next_id()
@@ -217,58 +227,90 @@ def create_app(pool: ModelPool) -> Any:
                 started = time.perf_counter()
                 return engine.complete(messages, params, abandoned=gone.is_set), started
 
-        work = asyncio.ensure_future(asyncio.to_thread(generate))
-        while not work.done():
-            await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
-            if not work.done() and not gone.is_set() and await http.is_disconnected():
-                gone.set()  # the worker stops at its next token, or never starts
-        try:
-            completion, started = work.result()
-        except Abandoned as exc:
+        def outcome(
+            work: asyncio.Future[tuple[Completion, float]],
+        ) -> dict[str, Any] | JSONResponse:
+            """Records the finished request; its response."""
+            try:
+                completion, started = work.result()
+            except Abandoned as exc:
+                pool.record(
+                    RequestRecord(
+                        request_id,
+                        engine.name,
+                        params.n,
+                        "abandoned",
+                        exc.decoded,
+                        time.perf_counter() - accepted,
+                    )
+                )
+                log.info(
+                    "%s n=%d abandoned by its client after %d token(s)",
+                    engine.name,
+                    params.n,
+                    exc.decoded,
+                )
+                return error(499, "the client closed the request", "client_closed_request")
+            except RequestError as exc:
+                pool.record(RequestRecord(request_id, engine.name, params.n, "rejected", 0, 0.0))
+                return error(400, str(exc), "invalid_request_error")
+            elapsed = time.perf_counter() - started
             pool.record(
                 RequestRecord(
                     request_id,
                     engine.name,
                     params.n,
-                    "abandoned",
-                    exc.decoded,
-                    time.perf_counter() - accepted,
+                    "completed",
+                    completion.completion_tokens,
+                    elapsed,
+                    completion.prompt_tokens,
+                    completion.cached_prompt_tokens,
                 )
             )
             log.info(
-                "%s n=%d abandoned by its client after %d token(s)",
+                "%s n=%d prompt=%d (cached %d) completion=%d in %.2fs (waited %.2fs)",
                 engine.name,
                 params.n,
-                exc.decoded,
-            )
-            return error(499, "the client closed the request", "client_closed_request")
-        except RequestError as exc:
-            pool.record(RequestRecord(request_id, engine.name, params.n, "rejected", 0, 0.0))
-            return error(400, str(exc), "invalid_request_error")
-        elapsed = time.perf_counter() - started
-        pool.record(
-            RequestRecord(
-                request_id,
-                engine.name,
-                params.n,
-                "completed",
-                completion.completion_tokens,
-                elapsed,
                 completion.prompt_tokens,
                 completion.cached_prompt_tokens,
+                completion.completion_tokens,
+                elapsed,
+                started - accepted,
             )
-        )
-        log.info(
-            "%s n=%d prompt=%d (cached %d) completion=%d in %.2fs (waited %.2fs)",
-            engine.name,
-            params.n,
-            completion.prompt_tokens,
-            completion.cached_prompt_tokens,
-            completion.completion_tokens,
-            elapsed,
-            started - accepted,
-        )
-        return render(engine.name, completion, logprobs=request.logprobs)
+            return render(engine.name, completion, logprobs=request.logprobs)
+
+        work = asyncio.ensure_future(asyncio.to_thread(generate))
+        quick = time.perf_counter() + PROGRESS_AFTER_S
+        while not work.done() and time.perf_counter() < quick:
+            await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+            if not work.done() and not gone.is_set() and await http.is_disconnected():
+                gone.set()  # the worker stops at its next token, or never starts
+        if work.done():
+            return outcome(work)
+
+        async def progress_then_body() -> AsyncIterator[bytes]:
+            # A long wait (queued behind others, or a long generation) sends a space, which
+            # JSON ignores before the body, each time the server has decoded more since the
+            # last one: a client's read timeout then measures a server that stopped working,
+            # not a busy one, and it never gives up on, and retries, work under way.
+            seen = pool.progress()
+            try:
+                while not work.done():
+                    await asyncio.wait({work}, timeout=PROGRESS_EVERY_S)
+                    if not work.done() and pool.progress() != seen:
+                        seen = pool.progress()
+                        yield b" "
+                answer = outcome(work)
+                if isinstance(answer, JSONResponse):
+                    yield bytes(answer.body)
+                else:
+                    yield json.dumps(answer).encode()
+            finally:
+                if not work.done():  # the client went (Starlette cancelled this stream)
+                    gone.set()
+                    work.add_done_callback(outcome)
+
+        return StreamingResponse(progress_then_body(), media_type="application/json")
 
     return app
 
