@@ -12,8 +12,10 @@ and removes leftovers of crashed processes. After that, an engine failure during
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 import docker
 
@@ -31,6 +33,8 @@ from sandbox.image import require_image
 from sandbox.limits import DEFAULT_LIMITS, PARALLELISM, Limits
 from sandbox.pool import WarmPool
 from sandbox.result import ExecResult
+
+STOP_SWEEP_S = 30.0  # at most this long removing containers workers still start after Ctrl-C
 
 
 def _same_container_limits(a: Limits, b: Limits) -> bool:
@@ -90,14 +94,23 @@ class Sandbox:
     ) -> list[ExecResult]:
         """Run each code in its own container, at most ``parallelism`` at once; results in order."""
         executor = ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="sandbox-run")
+        futures: list[Future[ExecResult]] = []
         try:
-            futures = [executor.submit(self.run, code, limits) for code in codes]
+            futures += [executor.submit(self.run, code, limits) for code in codes]
             results = [future.result() for future in futures]
         except BaseException:
             # Ctrl-C (or anything else): stop queued runs, kill the running containers,
-            # which makes their waits return at once.
+            # which makes their waits return at once. Again until every worker is done: one
+            # may be between creating its container and tracking it (seen under load: that
+            # container then ran its job to the end and the exit waited for it).
             executor.shutdown(wait=False, cancel_futures=True)
-            cleanup.TRACKER.remove_all()
+            deadline = time.monotonic() + STOP_SWEEP_S
+            while True:
+                cleanup.TRACKER.remove_all()
+                if not futures_wait(futures, timeout=0.1).not_done:
+                    break
+                if time.monotonic() > deadline:
+                    break
             raise
         executor.shutdown(wait=True)
         return results
