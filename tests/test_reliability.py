@@ -433,6 +433,61 @@ def test_sigkill_during_generation_and_execution_then_resume(
     )
 
 
+def health(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base_url.removesuffix('/v1')}/health", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+@pytest.mark.llm
+def test_sigkill_against_a_shared_local_server_leaves_it_no_abandoned_work(
+    llm_server: str, run_env: dict[str, str], sandbox_image: str, tmp_path: Path
+) -> None:
+    """A run killed while the shared serve-local decodes its generation request: the server
+    stops that request within a few tokens of the kill and is idle at once, so the resumed
+    run queues behind nothing, and it finishes without asking again what was answered."""
+    store = RunStore(tmp_path / "store")
+    smol = ["--model", "smollm2-135m", "--limit", "1", "--candidates", "4"]
+    first_id = max((r["id"] for r in health(llm_server)["recent"]), default=0)
+
+    run = start_run(run_env, store.root, "shared", llm_server, tmp_path / "run1", *smol)
+    wait_until(
+        lambda: (health(llm_server)["decoding"] or {}).get("decoded", 0) >= 8,
+        run,
+        "the generation request decoding at the shared server",
+    )
+    at_kill = health(llm_server)["decoding"]
+    killed_at = time.monotonic()
+    run.kill()
+    while health(llm_server)["queued"] > 0:
+        assert time.monotonic() - killed_at < 10, "the dead run's request still holds the server"
+        time.sleep(0.05)
+    idle_after_s = time.monotonic() - killed_at
+    records = [r for r in health(llm_server)["recent"] if r["id"] > first_id]
+    dead = next(r for r in records if r["id"] == at_kill["id"])
+    assert dead["status"] == "abandoned"
+    past_kill = dead["decoded"] - at_kill["decoded"]
+    # One decoding step covers the request's 4 samples; a few steps pass before the socket's
+    # close reaches the server (0.2 s polls at ~100 tokens/s in all).
+    assert past_kill <= 4 * 16, (at_kill, dead)
+    assert [r["status"] for r in records if r["id"] != dead["id"]] == ["completed"] * (
+        len(records) - 1
+    )  # anything finished before the kill was answered in full, and is cached
+
+    resumed_from = max(r["id"] for r in records)
+    code, _, err = start_run(
+        run_env, store.root, "shared", llm_server, tmp_path / "run2", *smol
+    ).wait()
+    assert code == 0, err[-3000:]
+    resumed = [r for r in health(llm_server)["recent"] if r["id"] > resumed_from]
+    assert resumed and all(r["status"] == "completed" for r in resumed)
+    assert_no_duplicate_keys(store, "shared")
+    assert len(store.parts("judgments", "shared")) == 1
+    print(
+        f"\nshared server: {past_kill} token(s) decoded past the kill, idle {idle_after_s:.2f} s"
+        f" after it; resumed run made {len(resumed)} request(s)"
+    )
+
+
 # ---- the Docker engine stops mid-run ----------------------------------------------------------
 
 

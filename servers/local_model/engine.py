@@ -135,6 +135,7 @@ class Engine:
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._lock = threading.Lock()
         self.decode_calls = 0  # llama_decode calls so far: how a server shows it is working
+        self.decoding = 0  # completion tokens of the request in progress, so far
         self._kv_tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._pieces: dict[int, bytes] = {}
         self._prompt_logits: tuple[list[int], npt.NDArray[np.float32]] | None = None
@@ -228,6 +229,7 @@ class Engine:
         prompt = self.check_prompt(messages)
         max_tokens = min(params.max_tokens, self.n_ctx - len(prompt))
         with self._lock:
+            self.decoding = 0
             if abandoned():
                 raise Abandoned(0)
             reused, prompt_logits = self._decode_prompt(prompt)
@@ -337,6 +339,7 @@ class Engine:
                         del running[sequence]
                     else:
                         decoded += 1
+                        self.decoding = decoded
                         step.append((sequence, token, prompt_length + len(sample.tokens) - 1))
                 if abandoned():
                     raise Abandoned(decoded)

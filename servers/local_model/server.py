@@ -116,6 +116,7 @@ class ModelPool:
         self.waiting = 0  # requests accepted and not finished, the one decoding included
         self.recent: deque[RequestRecord] = deque(maxlen=RECENT_REQUESTS)
         self.totals = {"completed": 0, "abandoned": 0, "abandoned_tokens": 0}
+        self.current: tuple[int, Engine] | None = None  # the request holding the model
 
     def next_id(self) -> int:
         with self._state_lock:
@@ -136,9 +137,17 @@ class ModelPool:
                 "status": "ok",
                 "models": list(self.engines),
                 "queued": self.waiting,
+                "decoding": self._decoding(),
                 **self.totals,
                 "recent": [asdict(entry) for entry in self.recent],
             }
+
+    def _decoding(self) -> dict[str, Any] | None:
+        current = self.current
+        if current is None:
+            return None
+        request_id, engine = current
+        return {"id": request_id, "model": engine.name, "decoded": engine.decoding}
 
     def progress(self) -> int:
         """llama_decode calls made so far, all engines: it moves while the server works."""
@@ -225,7 +234,11 @@ def create_app(pool: ModelPool) -> Any:
         def generate() -> tuple[Completion, float]:
             with pool.lock:
                 started = time.perf_counter()
-                return engine.complete(messages, params, abandoned=gone.is_set), started
+                pool.current = (request_id, engine)
+                try:
+                    return engine.complete(messages, params, abandoned=gone.is_set), started
+                finally:
+                    pool.current = None
 
         def outcome(
             work: asyncio.Future[tuple[Completion, float]],
