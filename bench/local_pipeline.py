@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from optfolio.llm.settings import LOCAL_API_KEY  # noqa: E402
-from servers.local_model.endpoint import LocalServer  # noqa: E402
+from servers.local_model.endpoint import LocalServer, server_health  # noqa: E402
 from servers.local_model.registry import DEFAULT_MODEL, pull  # noqa: E402
 
 RATE_TOKENS = 64  # completion tokens per sample when measuring the decode rate
@@ -46,12 +45,6 @@ PREFILL_PARAGRAPH = (
     "and 2 hours, each table 5 units of wood and 4 hours; profit is 40 per chair and 70 per "
     "table; there are {i}00 units of wood and {i}50 hours available. "
 )
-
-
-def health(base_url: str) -> dict[str, Any]:
-    url = base_url.removesuffix("/v1") + "/health"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 def prefill_rate(client: openai.OpenAI, model: str) -> float:
@@ -98,7 +91,7 @@ def main() -> None:
         ns = sorted({1, args.candidates, args.eval_samples, args.judge_samples} - {0})
         prefill = prefill_rate(client, args.model)
         decode = {n: decode_rate(client, args.model, n) for n in ns}
-        first_id = max((r["id"] for r in health(server.base_url)["recent"]), default=0)
+        first_id = max((r["id"] for r in server_health(server.base_url)["recent"]), default=0)
         command = [
             *(sys.executable, "-c", "import cli; cli.main()", "run"),
             *("--store", store, "--limit", str(args.problems), "--run-id", "bench"),
@@ -112,7 +105,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         if run.returncode != 0:
             sys.exit(f"optfolio run failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
-        state = health(server.base_url)
+        state = server_health(server.base_url)
     records = [r for r in state["recent"] if r["id"] > first_id and r["status"] == "completed"]
     # /health keeps the last requests only: the run's first one gone means some are missing.
     if min((r["id"] for r in state["recent"]), default=first_id + 1) > first_id + 1:

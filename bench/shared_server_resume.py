@@ -28,21 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from optfolio.llm.settings import LOCAL_API_KEY  # noqa: E402
-from servers.local_model.endpoint import LocalServer  # noqa: E402
+from servers.local_model.endpoint import LocalServer, server_health  # noqa: E402
 from servers.local_model.registry import DEFAULT_MODEL, pull  # noqa: E402
-
-
-def health(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/health", timeout=10) as reply:
-        return json.load(reply)
 
 
 def run_command(args: argparse.Namespace, base_url: str, store: str) -> list[str]:
@@ -96,7 +89,7 @@ def main() -> None:
         killed = start(run_command(args, url, killed_store))
         while True:
             time.sleep(0.1)
-            decoding = health(url)["decoding"]
+            decoding = server_health(url)["decoding"]
             late = time.perf_counter() - started >= args.kill_after
             if decoding and decoding["decoded"] > 0 and late:
                 break
@@ -105,10 +98,10 @@ def main() -> None:
         os.killpg(killed.pid, signal.SIGKILL)
         killed_after_s = time.perf_counter() - started
         killed.wait()
-        while health(url)["queued"] > 0:
+        while server_health(url)["queued"] > 0:
             time.sleep(0.02)
         idle_after_kill_s = time.perf_counter() - started - killed_after_s
-        dead = next(r for r in health(url)["recent"] if r["id"] == decoding["id"])
+        dead = next(r for r in server_health(url)["recent"] if r["id"] == decoding["id"])
         past_kill = dead["decoded"] - decoding["decoded"]
 
         started = time.perf_counter()

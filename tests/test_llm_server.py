@@ -15,6 +15,7 @@ import pytest
 
 from optfolio.llm.client import LLMClient, LLMRequestError
 from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
+from servers.local_model.endpoint import server_health
 from tests.plugins.llm_fixtures import QWEN, SMOL
 
 pytestmark = pytest.mark.llm
@@ -135,11 +136,6 @@ def test_client_over_real_server_counts_usage_and_reuses_prompt(smol_settings: L
     assert usage["cached_tokens"] > 0  # the second request found its prompt in the KV cache
 
 
-def _health(llm_server: str) -> dict:
-    with urllib.request.urlopen(f"{llm_server.removesuffix('/v1')}/health", timeout=5) as reply:
-        return json.loads(reply.read())
-
-
 def test_a_request_whose_client_has_gone_stops_decoding(
     llm_server: str, raw: openai.OpenAI
 ) -> None:
@@ -148,7 +144,7 @@ def test_a_request_whose_client_has_gone_stops_decoding(
     request is served as if neither had been sent (seeded output unchanged)."""
     probe = {"model": SMOL, "messages": PROMPT, "max_tokens": 16, "seed": 3}
     before_text = raw.chat.completions.create(**probe).choices[0].message.content
-    first_id = max((r["id"] for r in _health(llm_server)["recent"]), default=0)
+    first_id = max((r["id"] for r in server_health(llm_server)["recent"]), default=0)
     n, max_tokens = 8, 1000
     long_body = {
         "model": SMOL,
@@ -173,18 +169,18 @@ def test_a_request_whose_client_has_gone_stops_decoding(
 
     decoding = threading.Thread(target=give_up_after, args=(3.0,))
     decoding.start()
-    while _health(llm_server)["queued"] < 1:  # the first holds the model before the second
+    while server_health(llm_server)["queued"] < 1:  # the first holds the model before the second
         pass
     queued = threading.Thread(target=give_up_after, args=(1.0,))
     queued.start()
     decoding.join()
     queued.join()
-    while _health(llm_server)["queued"] > 0:  # both are being wound up
+    while server_health(llm_server)["queued"] > 0:  # both are being wound up
         time.sleep(0.1)
 
     after_text = raw.chat.completions.create(**probe).choices[0].message.content
     assert after_text == before_text
-    health = _health(llm_server)
+    health = server_health(llm_server)
     records = [r for r in health["recent"] if r["id"] > first_id]
     assert [r["status"] for r in records] == ["abandoned", "abandoned", "completed"]
     long_request, queued_request, _ = records
@@ -200,7 +196,7 @@ def test_a_client_queued_behind_long_work_is_kept_informed_not_timed_out(
     """While the server works, a waiting client receives progress bytes (spaces, which JSON
     ignores before the body), so a read timeout far shorter than the wait neither fires nor
     makes the client retry: the server serves each request once."""
-    first_id = max((r["id"] for r in _health(llm_server)["recent"]), default=0)
+    first_id = max((r["id"] for r in server_health(llm_server)["recent"]), default=0)
     long_request = {
         "model": SMOL,
         "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}],
@@ -213,7 +209,7 @@ def test_a_client_queued_behind_long_work_is_kept_informed_not_timed_out(
         target=lambda: answers.append(len(raw.chat.completions.create(**long_request).choices))
     )
     holder.start()
-    while _health(llm_server)["queued"] < 1:
+    while server_health(llm_server)["queued"] < 1:
         pass
     impatient = openai.OpenAI(
         base_url=llm_server,
@@ -230,5 +226,5 @@ def test_a_client_queued_behind_long_work_is_kept_informed_not_timed_out(
     assert answers == [8]
     assert reply.choices[0].message.content and reply.choices[0].logprobs is not None
     assert waited > 2 * 4.0  # it did wait well past its read timeout
-    records = [r for r in _health(llm_server)["recent"] if r["id"] > first_id]
+    records = [r for r in server_health(llm_server)["recent"] if r["id"] > first_id]
     assert [r["status"] for r in records] == ["completed", "completed"]

@@ -44,6 +44,7 @@ from optfolio.run_config import parse_parameters
 from optfolio.runs import RunInProgress, run_lock
 from optfolio.store import RunStore, StoreFull
 from sandbox import cleanup
+from servers.local_model.endpoint import server_health
 from tests.plugins.ci import prerequisite_missing
 from tests.plugins.llm_fixtures import Fault, FaultServer
 from tests.plugins.prefect_fixtures import off_event_loop
@@ -433,11 +434,6 @@ def test_sigkill_during_generation_and_execution_then_resume(
     )
 
 
-def health(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base_url.removesuffix('/v1')}/health", timeout=5) as reply:
-        return json.loads(reply.read())
-
-
 @pytest.mark.llm
 def test_sigkill_against_a_shared_local_server_leaves_it_no_abandoned_work(
     llm_server: str, run_env: dict[str, str], sandbox_image: str, tmp_path: Path
@@ -447,22 +443,22 @@ def test_sigkill_against_a_shared_local_server_leaves_it_no_abandoned_work(
     run queues behind nothing, and it finishes without asking again what was answered."""
     store = RunStore(tmp_path / "store")
     smol = ["--model", "smollm2-135m", "--limit", "1", "--candidates", "4"]
-    first_id = max((r["id"] for r in health(llm_server)["recent"]), default=0)
+    first_id = max((r["id"] for r in server_health(llm_server)["recent"]), default=0)
 
     run = start_run(run_env, store.root, "shared", llm_server, tmp_path / "run1", *smol)
     wait_until(
-        lambda: (health(llm_server)["decoding"] or {}).get("decoded", 0) >= 8,
+        lambda: (server_health(llm_server)["decoding"] or {}).get("decoded", 0) >= 8,
         run,
         "the generation request decoding at the shared server",
     )
-    at_kill = health(llm_server)["decoding"]
+    at_kill = server_health(llm_server)["decoding"]
     killed_at = time.monotonic()
     run.kill()
-    while health(llm_server)["queued"] > 0:
+    while server_health(llm_server)["queued"] > 0:
         assert time.monotonic() - killed_at < 10, "the dead run's request still holds the server"
         time.sleep(0.05)
     idle_after_s = time.monotonic() - killed_at
-    records = [r for r in health(llm_server)["recent"] if r["id"] > first_id]
+    records = [r for r in server_health(llm_server)["recent"] if r["id"] > first_id]
     dead = next(r for r in records if r["id"] == at_kill["id"])
     assert dead["status"] == "abandoned"
     past_kill = dead["decoded"] - at_kill["decoded"]
@@ -478,7 +474,7 @@ def test_sigkill_against_a_shared_local_server_leaves_it_no_abandoned_work(
         run_env, store.root, "shared", llm_server, tmp_path / "run2", *smol
     ).wait()
     assert code == 0, err[-3000:]
-    resumed = [r for r in health(llm_server)["recent"] if r["id"] > resumed_from]
+    resumed = [r for r in server_health(llm_server)["recent"] if r["id"] > resumed_from]
     assert resumed and all(r["status"] == "completed" for r in resumed)
     assert_no_duplicate_keys(store, "shared")
     assert len(store.parts("judgments", "shared")) == 1

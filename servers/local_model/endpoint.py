@@ -9,6 +9,7 @@ to any remote endpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from optfolio.errors import ServiceUnavailable
 from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
@@ -140,6 +142,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def server_health(base_url: str) -> dict[str, Any]:
+    """serve-local's ``/health`` (beside ``/v1``): queue, the request decoding, recent ones."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/health", timeout=10) as response:
+        return json.load(response)
 
 
 def health_ok(base_url: str) -> bool:
