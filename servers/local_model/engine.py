@@ -218,15 +218,14 @@ class Engine:
 
     def complete(
         self,
-        messages: Sequence[dict[str, str]],
+        prompt: list[int],
         params: SamplingParams,
         *,
         abandoned: Callable[[], bool] = _never,
     ) -> Completion:
-        """The ``n`` samples; raises :class:`Abandoned` as soon as ``abandoned()`` says the
-        client has gone (checked before the prompt and after every token), so no core decodes
-        an answer nobody will read."""
-        prompt = self.check_prompt(messages)
+        """The ``n`` samples for a prompt from :meth:`check_prompt`; raises :class:`Abandoned`
+        as soon as ``abandoned()`` says the client has gone (checked before the prompt and after
+        every token), so no core decodes an answer nobody will read."""
         max_tokens = min(params.max_tokens, self.n_ctx - len(prompt))
         with self._lock:
             self.decoding = 0

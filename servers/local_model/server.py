@@ -224,7 +224,7 @@ def create_app(pool: ModelPool) -> Any:
             messages = [{"role": m.role, "content": m.text()} for m in request.messages]
             # Refused now, with its 400, rather than after a wait in the queue, when the
             # progress bytes below have already committed the response to 200.
-            await asyncio.to_thread(engine.check_prompt, messages)
+            prompt = await asyncio.to_thread(engine.check_prompt, messages)
         except RequestError as exc:
             return error(400, str(exc), "invalid_request_error")
         request_id = pool.next_id()
@@ -236,7 +236,7 @@ def create_app(pool: ModelPool) -> Any:
                 started = time.perf_counter()
                 pool.current = (request_id, engine)
                 try:
-                    return engine.complete(messages, params, abandoned=gone.is_set), started
+                    return engine.complete(prompt, params, abandoned=gone.is_set), started
                 finally:
                     pool.current = None
 
@@ -264,9 +264,6 @@ def create_app(pool: ModelPool) -> Any:
                     exc.decoded,
                 )
                 return error(499, "the client closed the request", "client_closed_request")
-            except RequestError as exc:
-                pool.record(RequestRecord(request_id, engine.name, params.n, "rejected", 0, 0.0))
-                return error(400, str(exc), "invalid_request_error")
             elapsed = time.perf_counter() - started
             pool.record(
                 RequestRecord(
