@@ -81,6 +81,7 @@ bench: setup local-model
 	$(PY) bench/pipeline.py
 	$(PY) bench/local_llm.py
 	$(WITH_ENGINE) $(PY) bench/sandbox_throughput.py
+	$(WITH_ENGINE) $(PY) bench/model_priority.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis

@@ -14,7 +14,7 @@ model working: idle gaps, Python and Docker on the model's cores, Prefect. Targe
 This is a measurement, not a test: nothing is asserted.
 
 Usage: python bench/local_pipeline.py [--problems 2] [--candidates 4] [--eval-samples 2]
-       [--judge-samples 1] [--model qwen2.5-coder-1.5b] [--json]
+       [--judge-samples 1] [--model qwen2.5-coder-1.5b] [--nice -10] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from optfolio.llm.settings import LOCAL_API_KEY  # noqa: E402
 from servers.local_model.endpoint import LocalServer, server_health  # noqa: E402
+from servers.local_model.priority import NICE_HELP, SERVER_NICE  # noqa: E402
 from servers.local_model.registry import DEFAULT_MODEL, pull  # noqa: E402
 
 RATE_TOKENS = 64  # completion tokens per sample when measuring the decode rate
@@ -81,10 +82,12 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=2)
     parser.add_argument("--judge-samples", type=int, default=1)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--nice", type=int, default=SERVER_NICE, help=NICE_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     pull(args.model, install=False)
-    with LocalServer([args.model]) as server, tempfile.TemporaryDirectory() as store:
+    server_at = LocalServer([args.model], nice=args.nice)
+    with server_at as server, tempfile.TemporaryDirectory() as store:
         client = openai.OpenAI(
             base_url=server.base_url, api_key=LOCAL_API_KEY, max_retries=0, timeout=3600
         )
@@ -106,6 +109,7 @@ def main() -> None:
         if run.returncode != 0:
             sys.exit(f"optfolio run failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
         state = server_health(server.base_url)
+        priority = state["priority"]
     records = [r for r in state["recent"] if r["id"] > first_id and r["status"] == "completed"]
     # /health keeps the last requests only: the run's first one gone means some are missing.
     if min((r["id"] for r in state["recent"]), default=first_id + 1) > first_id + 1:
@@ -131,13 +135,15 @@ def main() -> None:
         "candidates": args.candidates,
         "eval_samples": args.eval_samples,
         "judge_samples": args.judge_samples,
+        "server_nice": priority["nice"],
     }
     if args.json:
         print(json.dumps(report))
         return
     print(
         f"{args.problems} sample problems, N = {args.candidates}, m = {args.eval_samples}, "
-        f"judge samples {args.judge_samples}, model {args.model}"
+        f"judge samples {args.judge_samples}, model {args.model}, "
+        f"server nice {priority['nice']} ({priority['note']})"
     )
     print(
         f"server alone: prefill {prefill:.1f} tok/s; decode "

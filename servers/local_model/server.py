@@ -37,6 +37,7 @@ from servers.local_model.engine import (
     RequestError,
     SamplingParams,
 )
+from servers.local_model.priority import NICE_HELP, SERVER_NICE, claim_cpu
 from servers.local_model.registry import KNOWN_MODELS, resolve
 
 log = logging.getLogger("servers.local_model")
@@ -117,6 +118,7 @@ class ModelPool:
         self.recent: deque[RequestRecord] = deque(maxlen=RECENT_REQUESTS)
         self.totals = {"completed": 0, "abandoned": 0, "abandoned_tokens": 0}
         self.current: tuple[int, Engine] | None = None  # the request holding the model
+        self.priority: dict[str, Any] | None = None  # what claim_cpu got, once serving
 
     def next_id(self) -> int:
         with self._state_lock:
@@ -138,6 +140,7 @@ class ModelPool:
                 "models": list(self.engines),
                 "queued": self.waiting,
                 "decoding": self._decoding(),
+                "priority": self.priority,
                 **self.totals,
                 "recent": [asdict(entry) for entry in self.recent],
             }
@@ -386,13 +389,17 @@ def serve(
     port: int = 8088,
     threads: int | None = None,
     n_ctx: int | None = None,
+    nice: int = SERVER_NICE,
     log_level: Literal["info", "warning"] = "info",
 ) -> None:
     """Load ``models`` (names or GGUF paths) and serve until interrupted."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Before the model's threads exist, so they inherit it.
+    priority = claim_cpu(nice)
     pool = load(models, threads=threads, n_ctx=n_ctx)
+    pool.priority = priority.as_dict()
     log.info("serving %s on http://%s:%d/v1", ", ".join(pool.engines), host, port)
     uvicorn.run(create_app(pool), host=host, port=port, log_level=log_level, access_log=False)
 
@@ -404,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8088)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-ctx", type=int, default=None)
+    parser.add_argument("--nice", type=int, default=SERVER_NICE, help=NICE_HELP)
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the starting process dies"
     )
@@ -417,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         threads=threads,
         n_ctx=args.n_ctx,
+        nice=args.nice,
         log_level="warning",
     )
 
