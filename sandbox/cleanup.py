@@ -85,10 +85,17 @@ class Tracker:
         with self._lock:
             containers = list(self._containers.values())
             self._containers.clear()
+        removed = 0
         for container in containers:
-            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            try:
                 remove_container(container)
-        return len(containers)
+                removed += 1
+            except (docker.errors.DockerException, requests.RequestException):
+                # Not removed (an engine refusing while the container is still starting, say):
+                # kept, so the next sweep tries again instead of the container running its job
+                # to the end untracked (seen under load: a Ctrl-C exit waited 60 s for it).
+                self.add(container)
+        return removed
 
 
 TRACKER = Tracker()
