@@ -86,8 +86,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     pull(args.model, install=False)
-    server_at = LocalServer([args.model], nice=args.nice)
-    with server_at as server, tempfile.TemporaryDirectory() as store:
+    with (
+        LocalServer([args.model], nice=args.nice) as server,
+        tempfile.TemporaryDirectory() as store,
+    ):
         client = openai.OpenAI(
             base_url=server.base_url, api_key=LOCAL_API_KEY, max_retries=0, timeout=3600
         )

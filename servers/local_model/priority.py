@@ -70,12 +70,12 @@ def claim_cpu(nice: int = SERVER_NICE) -> Priority:
         log.warning("serve-local: %s", note)
         return Priority(nice, None, None, note)
     leads_session = os.getsid(0) == os.getpid()
-    if leads_session and session_nice() is not None:
+    grouped = session_nice() is not None
+    if leads_session and grouped:
         try:
             _AUTOGROUP.write_text(str(nice))
         except OSError as error:
             log.warning("serve-local: session CPU group left at normal priority: %s", error)
-    grouped = session_nice() is not None
     note = "within its session's CPU group only" if grouped and not leads_session else "applied"
     return Priority(nice, os.getpriority(os.PRIO_PROCESS, 0), session_nice(), note)
 
