@@ -105,6 +105,27 @@ def test_sample_i_is_the_same_whatever_n_and_the_batch_beside_it(raw: openai.Ope
     assert len({len(lp) for _, lp in ten}) > 1  # they stopped at different lengths
 
 
+def test_health_counts_decode_steps_by_how_many_samples_each_advanced(
+    llm_server: str, raw: openai.OpenAI
+) -> None:
+    """Ten samples decode in a wave of 8 then one of 2; a wave narrows as its samples stop.
+    The server's record says how wide each step was, so a benchmark can price the steps."""
+    first_id = max((r["id"] for r in server_health(llm_server)["recent"]), default=0)
+    response = raw.chat.completions.create(
+        model=SMOL, messages=PROMPT, max_tokens=24, n=10, seed=9, logprobs=True
+    )
+    # A sample's last token is decoded only if it did not end the sample at max_tokens.
+    decoded = [len(c.logprobs.content) - (c.finish_reason == "length") for c in response.choices]
+    expected: dict[int, int] = {}
+    for wave in (decoded[:8], decoded[8:]):
+        for step in range(max(wave)):
+            width = sum(length > step for length in wave)
+            expected[width] = expected.get(width, 0) + 1
+    [record] = [r for r in server_health(llm_server)["recent"] if r["id"] > first_id]
+    assert {int(w): steps for w, steps in record["steps_by_width"].items()} == expected
+    assert 8 in expected and len(expected) > 2  # full-width steps and narrower tails
+
+
 def test_stop_sequences_and_greedy(raw: openai.OpenAI) -> None:
     counting = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     greedy = raw.chat.completions.create(

@@ -83,6 +83,9 @@ class Completion:
     choices: list[Choice]
     prompt_tokens: int
     cached_prompt_tokens: int
+    # Decode steps by how many samples each advanced: a sample that stops early leaves its
+    # wave's last steps narrower, and a narrow step costs nearly what a wide one does.
+    steps_by_width: dict[int, int] = field(default_factory=dict)
 
     @property
     def completion_tokens(self) -> int:
@@ -232,14 +235,20 @@ class Engine:
             if abandoned():
                 raise Abandoned(0)
             reused, prompt_logits = self._decode_prompt(prompt)
+            steps_by_width: dict[int, int] = {}
             try:
                 choices = self._sample_parallel(
-                    len(prompt), prompt_logits, params, max_tokens, abandoned
+                    len(prompt), prompt_logits, params, max_tokens, abandoned, steps_by_width
                 )
             finally:
                 for sequence in range(1, MAX_PARALLEL + 1):
                     self._drop_sequence(sequence)
-        return Completion(choices, prompt_tokens=len(prompt), cached_prompt_tokens=reused)
+        return Completion(
+            choices,
+            prompt_tokens=len(prompt),
+            cached_prompt_tokens=reused,
+            steps_by_width=dict(sorted(steps_by_width.items())),
+        )
 
     def parallel_width(self, prompt_length: int, max_tokens: int, n: int) -> int:
         """How many samples decode side by side: as many as asked, up to MAX_PARALLEL, while
@@ -316,6 +325,7 @@ class Engine:
         params: SamplingParams,
         max_tokens: int,
         abandoned: Callable[[], bool],
+        steps_by_width: dict[int, int],
     ) -> list[Choice]:
         width = self.parallel_width(prompt_length, max_tokens, params.n)
         choices: list[Choice] = []
@@ -343,6 +353,7 @@ class Engine:
                 if abandoned():
                     raise Abandoned(decoded)
                 if step:
+                    steps_by_width[len(step)] = steps_by_width.get(len(step), 0) + 1
                     for (sequence, _, _), logits in zip(step, self._decode_step(step), strict=True):
                         running[sequence].logits = logits
             choices += [sample.choice() for sample in wave]

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,7 +90,8 @@ class ChatRequest(BaseModel):
 class RequestRecord:
     """What the server did with one request: ``completed``, or ``abandoned`` (client gone)
     after ``decoded`` completion tokens (0: it never started). ``prompt_tokens`` and
-    ``cached_tokens`` (of those, reused from the KV cache) are known once it completed."""
+    ``cached_tokens`` (of those, reused from the KV cache) are known once it completed, and
+    ``steps_by_width``: its decode steps by how many samples each advanced."""
 
     id: int
     model: str
@@ -100,6 +101,7 @@ class RequestRecord:
     seconds: float
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    steps_by_width: dict[int, int] = field(default_factory=dict)
 
 
 class ModelPool:
@@ -278,6 +280,7 @@ def create_app(pool: ModelPool) -> Any:
                     elapsed,
                     completion.prompt_tokens,
                     completion.cached_prompt_tokens,
+                    completion.steps_by_width,
                 )
             )
             log.info(
