@@ -102,11 +102,14 @@ class Sandbox:
             # Ctrl-C (or anything else): stop queued runs, kill the running containers,
             # which makes their waits return at once. Again until every worker is done: one
             # may be between creating its container and tracking it (seen under load: that
-            # container then ran its job to the end and the exit waited for it).
+            # container then ran its job to the end and the exit waited for it), so the
+            # engine is asked for this process's containers too, not only the tracker.
             executor.shutdown(wait=False, cancel_futures=True)
             deadline = time.monotonic() + STOP_SWEEP_S
             while True:
                 cleanup.TRACKER.remove_all()
+                with contextlib.suppress(*ENGINE_ERRORS):
+                    cleanup.remove_own(self.client)
                 if not futures_wait(futures, timeout=0.1).not_done:
                     break
                 if time.monotonic() > deadline:

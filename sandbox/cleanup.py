@@ -125,6 +125,17 @@ def remove_leftovers(client: docker.DockerClient) -> int:
     return removed
 
 
+def remove_own(client: docker.DockerClient) -> int:
+    """Remove every container this process owns, tracked or not (one a worker has created
+    but not yet tracked, say); the count removed."""
+    removed = 0
+    for summary in _sandbox_container_summaries(client, {"label": f"{OWNER_LABEL}={owner_id()}"}):
+        with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+            remove_container(client.containers.prepare_model(summary))
+            removed += 1
+    return removed
+
+
 def list_sandbox_containers(client: docker.DockerClient, owner: str | None = None) -> list[str]:
     """IDs of sandbox containers (of one owner, if given), running or not."""
     filters = {"label": [LABEL] + ([f"{OWNER_LABEL}={owner}"] if owner else [])}

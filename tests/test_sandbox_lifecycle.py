@@ -78,8 +78,40 @@ def test_a_container_the_engine_would_not_remove_yet_is_kept_for_the_next_sweep(
         discard(slot.container)
 
 
+def test_remove_own_removes_this_process_containers_tracked_or_not_and_no_one_elses(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    # In a child: this test process's own containers (fixtures') are not ours to remove.
+    script = (
+        "import docker\n"
+        "from sandbox import DEFAULT_LIMITS, cleanup\n"
+        "from sandbox.container import start_container\n"
+        "client = docker.from_env()\n"
+        f"slot = start_container(client, {sandbox_image!r}, DEFAULT_LIMITS)\n"
+        "cleanup.TRACKER.discard(slot.container)\n"  # created, not yet tracked
+        "print(slot.container.id, cleanup.remove_own(client), flush=True)\n"
+    )
+    someone_elses = docker_client.containers.create(
+        sandbox_image, labels={cleanup.LABEL: "1", cleanup.OWNER_LABEL: "another-host:1:1"}
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        untracked, removed = done.stdout.split()
+        assert removed == "1"
+        remaining = cleanup.list_sandbox_containers(docker_client)
+        assert untracked not in remaining
+        assert someone_elses.id in remaining
+    finally:
+        someone_elses.remove(force=True)
+
+
 def test_ctrl_c_removes_running_containers(docker_client: docker.DockerClient) -> None:
     script = (
+        "import faulthandler, signal\n"
+        "faulthandler.register(signal.SIGUSR1)\n"  # where it hangs, if it ever does
         "from sandbox import Sandbox\n"
         "with Sandbox() as box:\n"
         "    box.run_many(['import time\\ntime.sleep(300)'] * 2, parallelism=2)\n"
@@ -93,7 +125,15 @@ def test_ctrl_c_removes_running_containers(docker_client: docker.DockerClient) -
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            process.kill()
+            threads = process.communicate()[1]
+            left = cleanup.list_sandbox_containers(docker_client, owner)
+            pytest.fail(f"still running 45 s after Ctrl-C; containers {left}; threads:\n{threads}")
     finally:
         process.kill()
     assert "KeyboardInterrupt" in stderr
