@@ -101,9 +101,9 @@ class Sandbox:
         except BaseException:
             # Ctrl-C (or anything else): stop queued runs, kill the running containers,
             # which makes their waits return at once. Again until every worker is done: one
-            # may be between creating its container and tracking it (seen under load: that
-            # container then ran its job to the end and the exit waited for it), so the
-            # engine is asked for this process's containers too, not only the tracker.
+            # may be between creating its container and tracking it (that container would run
+            # its job to the end and the exit wait for it), so the engine is asked for this
+            # process's containers too, not only the tracker.
             executor.shutdown(wait=False, cancel_futures=True)
             deadline = time.monotonic() + STOP_SWEEP_S
             while True:

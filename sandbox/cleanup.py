@@ -93,7 +93,7 @@ class Tracker:
             except (docker.errors.DockerException, requests.RequestException):
                 # Not removed (an engine refusing while the container is still starting, say):
                 # kept, so the next sweep tries again instead of the container running its job
-                # to the end untracked (seen under load: a Ctrl-C exit waited 60 s for it).
+                # to the end untracked.
                 self.add(container)
         return removed
 
