@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +144,9 @@ def main() -> None:
         # /health keeps the last requests only: the run's first one gone means some are missing.
         if min((r["id"] for r in state["recent"]), default=first_id + 1) > first_id + 1:
             print("warning: the server keeps only its last requests; the bound may miss some")
-        steps: dict[int, int] = {}
-        for record in records:
-            for width, count in record["steps_by_width"].items():
-                steps[int(width)] = steps.get(int(width), 0) + count
+        steps: Counter[int] = Counter()
+        for record in records:  # JSON made the widths strings
+            steps.update({int(width): count for width, count in record["steps_by_width"].items()})
         context = run_context(records)
         at_context = {w: decode_rate(client, args.model, w, context) for w in sorted(steps)}
     uncached = sum(r["prompt_tokens"] - r["cached_tokens"] for r in records)

@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from sandbox import DEFAULT_LIMITS, Sandbox, cleanup, engine, image
-from sandbox.container import start_container
+from sandbox.container import discard, start_container
 from tests.plugins.ci import prerequisite_missing
 
 pytestmark = pytest.mark.docker
@@ -73,8 +73,6 @@ def test_a_container_the_engine_would_not_remove_yet_is_kept_for_the_next_sweep(
         assert slot.container.id not in _mine(docker_client)
         assert tracker.remove_all() == 0
     finally:
-        from sandbox.container import discard
-
         discard(slot.container)
 
 
@@ -169,8 +167,6 @@ def test_leftovers_of_a_dead_owner_are_removed_at_start(
         assert orphan not in remaining
         assert live.container.id in remaining
     finally:
-        from sandbox.container import discard
-
         discard(live.container)
 
 
